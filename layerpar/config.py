@@ -1,0 +1,282 @@
+"""Run configuration: frozen dataclasses are the schema, YAML files are only data.
+
+Values are applied in one documented order: the dataclass defaults, then the YAML file, then
+each ``--set section.key=value`` override.  An unknown key fails and names the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from layerpar.errors import ConfigError
+
+Method = Literal["penalty", "al"]
+Balance = Literal["blocks", "params", "time"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelConfig:
+    """Which backbone to train."""
+
+    name: str = "resnet20"
+    """Backbone: resnet20/32/44/56/110, wrn16-K / wrn28-K (K = widen factor), mlp."""
+    width: int = 1
+    """Width multiplier for ResNets (base channels 16 × width)."""
+    hidden: int = 128
+    """Hidden width for the residual MLP backbone (``name: mlp``)."""
+    depth: int = 8
+    """Number of residual blocks for the residual MLP backbone."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DataConfig:
+    """Which data to train on and how to augment it."""
+
+    dataset: str = "fashion_mnist"
+    """mnist, fashion_mnist or digits (sklearn, 8×8, for quick tests)."""
+    train_limit: int | None = None
+    """Use only the first N training images (None: all)."""
+    test_limit: int | None = None
+    """Evaluate on only the first N test images (None: the full test set)."""
+    crop_pad: int = 2
+    """Random-crop padding in pixels (0 disables cropping)."""
+    flip: bool = False
+    """Random horizontal flips (off for digits, where a flip changes meaning)."""
+    cache_dir: str | None = None
+    """Data cache (default: $LAYERPAR_DATA or ~/.cache/layerpar/data)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OptimConfig:
+    """Optimiser of the main network (each module keeps its own copy)."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """Learning-rate schedule over all training steps."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuxConfig:
+    """The auxiliary network that predicts every module's input (and multiplier)."""
+
+    width: int = 8
+    """Channels (or hidden units) of the AuxNet trunk."""
+    blocks_per_stage: int = 1
+    """Narrow residual blocks per module in the AuxNet trunk."""
+    lr: float = 1e-3
+    """Adam learning rate of the AuxNet."""
+    multiplier_heads: bool = True
+    """Predict the multipliers m_k (augmented Lagrangian); ignored by the penalty method."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LayerParConfig:
+    """Local losses and their schedules (DESIGN.md §2)."""
+
+    method: Method = "al"
+    """penalty (m ≡ 0) or al (augmented Lagrangian with predicted multipliers)."""
+    beta: float = 0.01
+    """Penalty weight β of (β/2)||h − a||², summed over a sample's features."""
+    beta_final: float | None = None
+    """If set, β grows geometrically from ``beta`` to this value over the parallel steps."""
+    gamma: float = 1.0
+    """Weight γ of the multiplier-head loss in the AuxNet objective."""
+    warmup_epochs: float = 1.0
+    """Epochs of serial backprop first, distilling the AuxNet meanwhile (counted in time)."""
+    serial_final_epochs: float = 0.0
+    """Serial-parallel hybrid: the last epochs in ordinary serial backprop."""
+    al_step_clip: float | None = None
+    """Clip each element of the AL step (m − v)/β to ±this value (None: no clip)."""
+    bn_reestimate_batches: int = 20
+    """Serial forward passes that re-estimate BatchNorm statistics before evaluation."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ParallelConfig:
+    """How the backbone is split and where the modules run."""
+
+    stages: int = 2
+    """K: number of modules, one per device."""
+    replicas: int = 1
+    """Data-parallel replicas of every module (stages × replicas = world size)."""
+    balance: Balance = "time"
+    """Cut the backbone by equal block counts, parameter counts or measured time."""
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """torch.distributed backend: auto = nccl with CUDA, gloo otherwise."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads_per_worker: int = 1
+    """torch threads per worker process (a CPU 'device' is one core)."""
+    timeout_s: float = 120.0
+    """Process-group timeout; a rendezvous whose peer died fails after this."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrainConfig:
+    """What to train, for how long, and where results go."""
+
+    mode: Literal["serial", "layerpar"] = "layerpar"
+    epochs: float = 3.0
+    batch_size: int = 128
+    seed: int = 0
+    dtype: Literal["float32", "float64"] = "float32"
+    eval_every: int = 1
+    """Evaluate every N epochs (and always at the end)."""
+    out_dir: str = "runs"
+    """Each run writes metrics.jsonl, summary.json and checkpoint.pt under out_dir/run_name."""
+    run_name: str | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunConfig:
+    """Everything one training run needs; the YAML file mirrors these sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    aux: AuxConfig = field(default_factory=AuxConfig)
+    layerpar: LayerParConfig = field(default_factory=LayerParConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check_positive("parallel.stages", self.parallel.stages)
+        _check_positive("parallel.replicas", self.parallel.replicas)
+        _check_positive("train.batch_size", self.train.batch_size)
+        if self.layerpar.beta <= 0:
+            raise ConfigError(f"layerpar.beta must be > 0, got {self.layerpar.beta}")
+        if self.train.batch_size % self.parallel.replicas:
+            raise ConfigError(
+                f"train.batch_size={self.train.batch_size} is not divisible by "
+                f"parallel.replicas={self.parallel.replicas}: every replica needs an equal shard"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{name} must be >= 1, got {value}")
+
+
+# --------------------------------------------------------------------------------------------
+# Building dataclasses from plain data
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in {where or 'config'}; valid keys: {', '.join(names)}"
+        )
+    kwargs = {key: _coerce(hints[key], value, f"{where}.{key}".lstrip(".")) for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as error:
+        raise ConfigError(f"{where or 'config'}: {error}") from error
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value or {}, where)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{where} must be one of {list(allowed)}, got {value!r}")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``section.key=value`` override (value parsed as YAML) to nested ``data``."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects section.key=value, got {assignment!r}")
+    dotted, raw = assignment.split("=", 1)
+    keys = dotted.strip().split(".")
+    if len(keys) < 2 or not all(keys):
+        raise ConfigError(
+            f"--set key must look like section.key (e.g. train.epochs=2), got {dotted!r}"
+        )
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+    node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; presets live in configs/")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Defaults, then the YAML file at ``path``, then each ``section.key=value`` override."""
+    data: dict[str, Any] = load_yaml(path) if path is not None else {}
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return from_dict(RunConfig, data, "")
+
+
+def replace(config: RunConfig, **sections: dict[str, Any]) -> RunConfig:
+    """A copy of ``config`` with some section fields changed, e.g. replace(c, train={"epochs": 1})."""
+    data = config.to_dict()
+    for section, values in sections.items():
+        if section not in data:
+            raise ConfigError(f"unknown section {section!r}; valid: {', '.join(data)}")
+        data[section].update(values)
+    return from_dict(RunConfig, data, "")

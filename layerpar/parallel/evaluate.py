@@ -1,0 +1,77 @@
+"""Evaluation always runs the main network serially (the AuxNet is dropped).
+
+BatchNorm statistics were gathered on AuxNet-made inputs during layer-parallel steps, so they
+are re-estimated first with a few serial forward passes in train mode (no gradients).  The chain
+functions take the modules of one replica and pass activations forward through ``comm`` when the
+modules live in different processes (``module`` is this process's one) or call them in turn when
+they are all here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from layerpar.data import ArrayDataset
+
+
+def batches(images: torch.Tensor, labels: torch.Tensor, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for start in range(0, len(labels), size):
+        yield images[start : start + size], labels[start : start + size]
+
+
+def _bn_layers(modules: Sequence[nn.Module]) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for module in modules for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+class BNReestimation:
+    """Context: reset BN statistics and average them over the passes made inside (momentum=None)."""
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        self.layers = _bn_layers(modules)
+        self.modules = modules
+
+    def __enter__(self) -> BNReestimation:
+        self.momenta = [layer.momentum for layer in self.layers]
+        for layer in self.layers:
+            layer.reset_running_stats()
+            layer.momentum = None
+        for module in self.modules:
+            module.train()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for layer, momentum in zip(self.layers, self.momenta):
+            layer.momentum = momentum
+
+
+@torch.no_grad()
+def evaluate_serial(
+    stages: Sequence[nn.Module],
+    test: ArrayDataset,
+    bn_images: torch.Tensor | None,
+    *,
+    batch_size: int = 500,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> float:
+    """Test accuracy of ``stages`` composed in one process (BN re-estimated on ``bn_images``)."""
+    if bn_images is not None and len(_bn_layers(stages)) > 0:
+        with BNReestimation(stages):
+            for start in range(0, len(bn_images), batch_size):
+                x = bn_images[start : start + batch_size].to(device, dtype)
+                for stage in stages:
+                    x = stage(x)
+    for stage in stages:
+        stage.eval()
+    correct = 0
+    for x, y in batches(test.images, test.labels, batch_size):
+        x = x.to(device, dtype)
+        for stage in stages:
+            x = stage(x)
+        correct += int((x.argmax(1).cpu() == y).sum())
+    for stage in stages:
+        stage.train()
+    return correct / len(test.labels)

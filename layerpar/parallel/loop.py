@@ -1,0 +1,100 @@
+"""The training loop shared by the in-process reference and every distributed worker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from layerpar.parallel.schedule import StepSchedule
+from layerpar.parallel.stage import PARALLEL_PROGRAM, SERIAL_PROGRAM
+
+log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    is_main: bool
+
+    @property
+    def step(self) -> int: ...
+
+    def begin(self, step: int, beta: float) -> None: ...
+
+    def run(self, program: Any) -> None: ...
+
+    def take_metrics(self) -> dict[str, float]: ...
+
+    def gather(self, records: list[dict[str, float]]) -> list[dict[str, float]] | None: ...
+
+    def bytes_sent(self) -> int: ...
+
+
+class Sink(Protocol):
+    """Where rank 0 sends records (metrics file, progress bar)."""
+
+    def step(self, record: dict[str, Any]) -> None: ...
+
+    def epoch(self, record: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class LoopResult:
+    final_test_acc: float | None
+    train_time_s: float
+    steps: int
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+
+
+def train_loop(
+    runner: Runner,
+    schedule: StepSchedule,
+    steps_per_epoch: int,
+    batch_size: int,
+    evaluate: Callable[[], float],
+    sink: Sink | None,
+    *,
+    log_every: int = 10,
+    eval_every: int = 1,
+) -> LoopResult:
+    """Run steps ``runner.step .. schedule.total_steps``; evaluate at epoch ends (untimed)."""
+    result = LoopResult(final_test_acc=None, train_time_s=0.0, steps=schedule.total_steps)
+    pending: list[dict[str, float]] = []
+    epoch_count = 0
+    for step in range(runner.step, schedule.total_steps):
+        start = time.perf_counter()
+        serial = schedule.is_serial(step)
+        runner.begin(step, schedule.beta_at(step))
+        runner.run(SERIAL_PROGRAM if serial else PARALLEL_PROGRAM)
+        elapsed = time.perf_counter() - start
+        result.train_time_s += elapsed
+        result.step_times.append(elapsed)
+        metrics = runner.take_metrics()
+        metrics.update(step=step, serial=float(serial), step_time_s=elapsed, train_time_s=result.train_time_s)
+        pending.append(metrics)
+        last_of_epoch = (step + 1) % steps_per_epoch == 0 or step + 1 == schedule.total_steps
+        if len(pending) >= log_every or last_of_epoch:
+            merged = runner.gather(pending)
+            pending = []
+            if merged is not None and sink is not None:
+                for record in merged:
+                    record["samples_per_s"] = batch_size / record["step_time_s"]
+                    sink.step(record)
+        if last_of_epoch:
+            epoch_count += 1
+            is_end = step + 1 == schedule.total_steps
+            if is_end or epoch_count % eval_every == 0:
+                acc = evaluate()
+                record = {
+                    "epoch": (step + 1) / steps_per_epoch,
+                    "step": step + 1,
+                    "test_acc": acc,
+                    "train_time_s": result.train_time_s,
+                }
+                result.epochs.append(record)
+                result.final_test_acc = acc
+                if sink is not None and runner.is_main:
+                    sink.epoch(record)
+    return result

@@ -1,0 +1,39 @@
+"""Optimisers and learning-rate schedules, identical for serial and layer-parallel training."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from layerpar.config import AuxConfig, OptimConfig
+
+
+def make_optimizer(
+    params: Iterable[nn.Parameter], config: OptimConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """SGD with momentum and a per-step schedule; SGD is per-parameter, so splitting the
+    parameters across modules gives exactly the serial update."""
+    optimizer = torch.optim.SGD(
+        list(params),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov and config.momentum > 0,
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps))
+
+
+def lr_factor(config: OptimConfig, total_steps: int):  # type: ignore[no-untyped-def]
+    def factor(step: int) -> float:
+        if config.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+    return factor
+
+
+def make_aux_optimizer(aux: nn.Module, config: AuxConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(aux.parameters(), lr=config.lr)

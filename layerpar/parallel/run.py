@@ -1,0 +1,67 @@
+"""Pieces of a run shared by the in-process trainer and the distributed worker entry point."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from layerpar.config import RunConfig
+from layerpar.data import ArrayDataset, load_dataset
+from layerpar.parallel.batches import BatchPlan
+from layerpar.parallel.recorder import default_run_name
+from layerpar.parallel.schedule import StepSchedule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    train: ArrayDataset
+    test: ArrayDataset
+    plan: BatchPlan
+    schedule: StepSchedule
+    bn_images: torch.Tensor
+
+
+def load_run_data(config: RunConfig) -> RunData:
+    cache = config.data.cache_dir
+    train = load_dataset(config.data.dataset, "train", cache_dir=cache, limit=config.data.train_limit)
+    test = load_dataset(config.data.dataset, "test", cache_dir=cache, limit=config.data.test_limit)
+    plan = BatchPlan(train, config.train.batch_size, config.train.seed,
+                     crop_pad=config.data.crop_pad, flip=config.data.flip)
+    schedule = StepSchedule.from_config(config, plan.steps_per_epoch)
+    # BN re-estimation uses a fixed slice of un-augmented training images.
+    count = min(len(train), config.layerpar.bn_reestimate_batches * config.train.batch_size)
+    return RunData(train, test, plan, schedule, train.images[:count])
+
+
+def run_dir_for(config: RunConfig) -> Path:
+    return Path(config.train.out_dir) / (config.train.run_name or default_run_name(config))
+
+
+def write_run_config(run_dir: Path, config: RunConfig) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def environment() -> dict[str, Any]:
+    """Versions and the git commit, saved with every result."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "git_commit": commit,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }

@@ -1,0 +1,44 @@
+"""Which steps are serial backprop and which are layer-parallel, and β along the way.
+
+    step: 0 ........ warm-up ........ | ...... layer-parallel ...... | .. serial hybrid .. | end
+          serial backprop + AuxNet      all modules at once           ordinary backprop
+          distillation
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from layerpar.config import RunConfig
+from layerpar.parallel.local_loss import beta_at
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    total_steps: int
+    warmup_steps: int
+    final_serial_steps: int
+    beta: float
+    beta_final: float | None
+
+    @classmethod
+    def from_config(cls, config: RunConfig, steps_per_epoch: int) -> StepSchedule:
+        total = max(1, round(config.train.epochs * steps_per_epoch))
+        if config.train.mode == "serial" or config.parallel.stages == 1:
+            warmup, final = total, 0
+        else:
+            lp = config.layerpar
+            warmup = min(total, round(lp.warmup_epochs * steps_per_epoch))
+            final = min(total - warmup, round(lp.serial_final_epochs * steps_per_epoch))
+        return cls(total, warmup, final, config.layerpar.beta, config.layerpar.beta_final)
+
+    def is_serial(self, step: int) -> bool:
+        return step < self.warmup_steps or step >= self.total_steps - self.final_serial_steps
+
+    @property
+    def parallel_steps(self) -> int:
+        return self.total_steps - self.warmup_steps - self.final_serial_steps
+
+    def beta_at(self, step: int) -> float:
+        progress = (step - self.warmup_steps) / max(self.parallel_steps - 1, 1)
+        return beta_at(self.beta, self.beta_final, progress)

@@ -1,0 +1,392 @@
+"""One layer-parallel worker: a module of the backbone, its optimiser and an AuxNet replica.
+
+A training step is a fixed program of *phases* (methods without arguments).  In K processes each
+worker runs the program alone; in one process the reference trainer runs each phase on every
+worker before moving to the next, through ``LocalComm``.  Both therefore execute exactly the same
+code, which is what makes the in-process trainer a numerical reference for the distributed one.
+
+Layer-parallel step (DESIGN.md §2), on every worker at once:
+    local_forward_backward   u = stopgrad(a_{k-1}(x)); h = F_k(u); L_k; backward; v_k = B·∂L_k/∂u
+    start_stage_sync         replicas of this module all-reduce its gradients (async)
+    finish_stage_update      optimiser step of θ_k — no wait for any other module
+    post_adjoint             send v_k to module k−1 (non-blocking)
+    receive_adjoint          v_{k+1} from module k+1
+    aux_backward             λ⁺, μ⁺; AuxNet loss at boundary k; backward through its prefix
+    start_aux_sync / finish_aux_update    all-reduce AuxNet gradients; identical Adam step
+
+Serial step (warm-up and hybrid phases: ordinary backprop across the modules, the AuxNet is
+distilled on the true activations and adjoints meanwhile):
+    serial_forward (stage order) → serial_backward (reverse order) → same updates as above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from layerpar.auxnet import AuxNet, AuxOutput, aux_loss
+from layerpar.config import RunConfig
+from layerpar.parallel.comm import Comm, Handle
+from layerpar.parallel.layout import Layout
+from layerpar.parallel.local_loss import al_targets, beta_at, constraint_residual, local_loss
+from layerpar.parallel.optim import make_aux_optimizer, make_optimizer
+
+PARALLEL_PROGRAM: tuple[tuple[str, bool], ...] = (
+    ("local_forward_backward", False),
+    ("start_stage_sync", False),
+    ("finish_stage_update", False),
+    ("post_adjoint", False),
+    ("receive_adjoint", False),
+    ("aux_backward", False),
+    ("start_aux_sync", False),
+    ("finish_aux_update", False),
+)
+"""Phases of a layer-parallel step as (method, run in reverse stage order)."""
+
+SERIAL_PROGRAM: tuple[tuple[str, bool], ...] = (
+    ("serial_forward", False),
+    ("serial_backward", True),
+    ("start_stage_sync", False),
+    ("finish_stage_update", False),
+    ("aux_backward", False),
+    ("start_aux_sync", False),
+    ("finish_aux_update", False),
+)
+
+Oracle = Callable[[torch.Tensor, torch.Tensor, int], AuxOutput]
+
+
+@dataclass
+class _StepState:
+    """What one step leaves for its later phases."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    beta: float
+    aux_out: AuxOutput | None = None
+    u: torch.Tensor | None = None
+    h: torch.Tensor | None = None
+    adjoint_out: torch.Tensor | None = None
+    state_target: torch.Tensor | None = None
+    multiplier_target: torch.Tensor | None = None
+    sends: list[Handle] = field(default_factory=list)
+    stage_sync: Handle | None = None
+    aux_sync: Handle | None = None
+    aux_bucket: torch.Tensor | None = None
+    stage_bucket: torch.Tensor | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class StageWorker:
+    """Module ``stage`` of ``layout.stages``, replica ``replica``, talking through ``comm``."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        layout: Layout,
+        stage: int,
+        replica: int,
+        module: nn.Module,
+        aux: AuxNet | None,
+        boundary_shapes: list[tuple[int, ...]],
+        comm: Comm,
+        total_steps: int,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        oracle: Oracle | None = None,
+    ) -> None:
+        self.config = config
+        self.layout = layout
+        self.stage = stage
+        self.replica = replica
+        self.module = module
+        self.aux = aux
+        self.boundary_shapes = boundary_shapes
+        self.comm = comm
+        self.total_steps = total_steps
+        self.device = device
+        self.dtype = dtype
+        self.oracle = oracle
+        self.optimizer, self.scheduler = make_optimizer(module.parameters(), config.optim, total_steps)
+        self.aux_optimizer = make_aux_optimizer(aux, config.aux) if aux is not None else None
+        self.step = 0
+        self._state: _StepState | None = None
+
+    # ---------------------------------------------------------------------------- topology
+
+    @property
+    def is_first(self) -> bool:
+        return self.stage == 0
+
+    @property
+    def is_last(self) -> bool:
+        return self.stage == self.layout.stages - 1
+
+    @property
+    def prev_rank(self) -> int:
+        return self.layout.rank(self.stage - 1, self.replica)
+
+    @property
+    def next_rank(self) -> int:
+        return self.layout.rank(self.stage + 1, self.replica)
+
+    @property
+    def trains_aux(self) -> bool:
+        return self.aux is not None and self.oracle is None
+
+    def _shape(self, boundary: int, batch: int) -> tuple[int, ...]:
+        return (batch, *self.boundary_shapes[boundary])
+
+    # ---------------------------------------------------------------------------- step set-up
+
+    def begin(self, x: torch.Tensor, y: torch.Tensor, beta: float) -> None:
+        """Start a step on this worker's shard ``(x, y)``; ``beta`` is this step's β."""
+        self._state = _StepState(x=x.to(self.device, self.dtype), y=y.to(self.device), beta=beta)
+        self.module.train()
+
+    @property
+    def state(self) -> _StepState:
+        if self._state is None:
+            raise RuntimeError("phase called before begin(): run the step program in order")
+        return self._state
+
+    def _aux_forward(self) -> AuxOutput | None:
+        """This worker's AuxNet predictions, up to the boundary after its module."""
+        if self.layout.stages == 1:
+            return None
+        upto = min(self.stage, self.layout.stages - 2)
+        s = self.state
+        if self.oracle is not None:
+            return self.oracle(s.x, s.y, upto)
+        assert self.aux is not None
+        self.aux.train()
+        return self.aux(s.x, upto=upto)
+
+    def _multiplier(self, out: AuxOutput) -> torch.Tensor | None:
+        if self.config.layerpar.method == "penalty":
+            return None
+        m = out.multipliers[self.stage]
+        return m.detach() if m is not None else None
+
+    # ---------------------------------------------------------------------------- parallel step
+
+    def local_forward_backward(self) -> None:
+        s = self.state
+        s.aux_out = self._aux_forward()
+        if self.is_first:
+            s.u = s.x
+        else:
+            assert s.aux_out is not None
+            s.u = s.aux_out.states[self.stage - 1].detach().requires_grad_(True)
+        s.h = self.module(s.u)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.is_last:
+            loss = self._task_loss(s.h, s.y)
+        else:
+            assert s.aux_out is not None
+            state = s.aux_out.states[self.stage].detach()
+            multiplier = self._multiplier(s.aux_out)
+            loss = local_loss(s.h, state, multiplier, s.beta)
+            s.metrics[f"residual/{self.stage}"] = constraint_residual(s.h.detach(), state)
+        loss.backward()
+        s.metrics[f"local_loss/{self.stage}"] = float(loss.detach())
+        if not self.is_first:
+            assert s.u.grad is not None
+            s.adjoint_out = s.u.grad * s.u.shape[0]
+
+    def post_adjoint(self) -> None:
+        s = self.state
+        if not self.is_first:
+            assert s.adjoint_out is not None
+            s.sends.append(self.comm.isend(s.adjoint_out, self.prev_rank))
+
+    def receive_adjoint(self) -> None:
+        s = self.state
+        if self.is_last:
+            return
+        assert s.h is not None
+        adjoint_next = self.comm.recv(s.h.shape, self.next_rank, self.dtype, self.device)
+        multiplier = self._multiplier(s.aux_out) if s.aux_out is not None else None
+        s.state_target, s.multiplier_target = al_targets(
+            s.h.detach(), multiplier, adjoint_next, s.beta, self.config.layerpar.al_step_clip
+        )
+
+    # ---------------------------------------------------------------------------- serial step
+
+    def serial_forward(self) -> None:
+        s = self.state
+        if self.trains_aux and not self.is_last:
+            s.aux_out = self._aux_forward()
+        if self.is_first:
+            s.u = s.x
+        else:
+            shape = self._shape(self.stage - 1, s.x.shape[0])
+            s.u = self.comm.recv(shape, self.prev_rank, self.dtype, self.device).requires_grad_(True)
+        s.h = self.module(s.u)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.is_last:
+            loss = self._task_loss(s.h, s.y)
+            loss.backward()
+            s.metrics[f"local_loss/{self.stage}"] = float(loss.detach())
+            self._send_input_grad()
+        else:
+            s.sends.append(self.comm.isend(s.h.detach(), self.next_rank))
+
+    def serial_backward(self) -> None:
+        s = self.state
+        if self.is_last:
+            return
+        assert s.h is not None
+        grad = self.comm.recv(s.h.shape, self.next_rank, self.dtype, self.device)
+        s.h.backward(grad)
+        self._send_input_grad()
+        # Distillation targets: the true state and the true per-sample adjoint.
+        s.state_target = s.h.detach()
+        s.multiplier_target = grad * s.h.shape[0]
+        if s.aux_out is not None:
+            s.metrics[f"residual/{self.stage}"] = constraint_residual(
+                s.state_target, s.aux_out.states[self.stage].detach()
+            )
+
+    def _send_input_grad(self) -> None:
+        s = self.state
+        if not self.is_first:
+            assert s.u is not None and s.u.grad is not None
+            s.sends.append(self.comm.isend(s.u.grad, self.prev_rank))
+
+    # ---------------------------------------------------------------------------- updates
+
+    def start_stage_sync(self) -> None:
+        s = self.state
+        if self.layout.replicas == 1:
+            return
+        s.stage_bucket = _flat_grads(self.module)
+        s.stage_sync = self.comm.all_reduce(s.stage_bucket, self.layout.stage_group(self.stage))
+
+    def finish_stage_update(self) -> None:
+        s = self.state
+        if s.stage_sync is not None:
+            assert s.stage_bucket is not None
+            s.stage_sync.wait()
+            _set_flat_grads(self.module, s.stage_bucket / self.layout.replicas)
+        self.optimizer.step()
+        self.scheduler.step()
+
+    def aux_backward(self) -> None:
+        s = self.state
+        if not self.trains_aux or s.aux_out is None or self.is_last or s.state_target is None:
+            return
+        assert self.aux_optimizer is not None
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        multiplier = s.aux_out.multipliers[self.stage]
+        use_multiplier = self.config.layerpar.method == "al"
+        loss = aux_loss(
+            s.aux_out.states[self.stage],
+            multiplier if use_multiplier else None,
+            s.state_target,
+            s.multiplier_target,
+            self.config.layerpar.gamma,
+        )
+        loss.backward()
+        s.metrics[f"aux_loss/{self.stage}"] = float(loss.detach())
+
+    def start_aux_sync(self) -> None:
+        s = self.state
+        if not self.trains_aux:
+            return
+        assert self.aux is not None
+        s.aux_bucket = _flat_grads(self.aux)
+        s.aux_sync = self.comm.all_reduce(s.aux_bucket, self.layout.world())
+
+    def finish_aux_update(self) -> None:
+        s = self.state
+        if s.aux_sync is not None:
+            assert self.aux is not None and self.aux_optimizer is not None and s.aux_bucket is not None
+            s.aux_sync.wait()
+            # Sum over modules (each owns one boundary's loss), mean over data-parallel replicas.
+            _set_flat_grads(self.aux, s.aux_bucket / self.layout.replicas)
+            self.aux_optimizer.step()
+        for handle in s.sends:
+            handle.wait()
+        self.step += 1
+
+    # ---------------------------------------------------------------------------- helpers
+
+    def _task_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits, y)
+        s = self.state
+        s.metrics["loss"] = float(loss.detach())
+        s.metrics["acc"] = float((logits.detach().argmax(1) == y).float().mean())
+        return loss
+
+    def take_metrics(self) -> dict[str, float]:
+        metrics = self.state.metrics
+        self._state = None
+        return metrics
+
+    def stage_gradients(self) -> list[torch.Tensor]:
+        """Gradients of this module's parameters (after a backward phase; for tests)."""
+        return [
+            p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+            for p in self.module.parameters()
+        ]
+
+    def beta_for(self, parallel_progress: float) -> float:
+        lp = self.config.layerpar
+        return beta_at(lp.beta, lp.beta_final, parallel_progress)
+
+    # ---------------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume this worker exactly."""
+        return {
+            "stage": self.stage,
+            "replica": self.replica,
+            "step": self.step,
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "aux": self.aux.state_dict() if self.aux is not None else None,
+            "aux_optimizer": self.aux_optimizer.state_dict() if self.aux_optimizer is not None else None,
+            "rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from layerpar.errors import CheckpointError
+
+        if (state["stage"], state["replica"]) != (self.stage, self.replica):
+            raise CheckpointError(
+                f"checkpoint shard is for stage {state['stage']} replica {state['replica']}, "
+                f"this worker is stage {self.stage} replica {self.replica}: resume with the same layout"
+            )
+        self.step = state["step"]
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.aux is not None and state["aux"] is not None:
+            self.aux.load_state_dict(state["aux"])
+        if self.aux_optimizer is not None and state["aux_optimizer"] is not None:
+            self.aux_optimizer.load_state_dict(state["aux_optimizer"])
+        torch.set_rng_state(state["rng"])
+
+
+def _flat_grads(module: nn.Module) -> torch.Tensor:
+    """All parameter gradients in one flat bucket (zeros where a parameter has none)."""
+    grads = [
+        (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in module.parameters()
+    ]
+    return torch.cat(grads) if grads else torch.zeros(0)
+
+
+def _set_flat_grads(module: nn.Module, flat: torch.Tensor) -> None:
+    offset = 0
+    for p in module.parameters():
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
