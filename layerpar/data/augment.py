@@ -9,7 +9,7 @@ the result is bit-identical everywhere, whatever else the process has drawn befo
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 from layerpar.data.seeding import generator_for
 from layerpar.errors import ConfigError
@@ -45,12 +45,14 @@ def augment_batch(images: torch.Tensor, seed: int, step: int, *, pad: int = 2,
     # nothing beyond the crop itself.
     cols = offsets[:, 1:] + torch.where(mirrored[:, None], forward.flip(0), forward)  # (N, W)
 
-    padded = F.pad(images, (pad, pad, pad, pad), value=fill)
-    picked_rows = padded.gather(2, rows[:, None, :, None].expand(n, channels, height, width + 2 * pad))
+    padded = functional.pad(images, (pad, pad, pad, pad), value=fill)
+    row_index = rows[:, None, :, None].expand(n, channels, height, width + 2 * pad)
+    picked_rows = padded.gather(2, row_index)
     return picked_rows.gather(3, cols[:, None, None, :].expand(n, channels, height, width))
 
 
-def _draw(n: int, seed: int, step: int, *, pad: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _draw(n: int, seed: int, step: int, *, pad: int,
+          flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample crop offsets in ``[0, 2*pad]`` (rows, cols) and mirror flags, on the CPU.
 
     Drawing on a CPU generator keeps the numbers identical whether the images live on a CPU

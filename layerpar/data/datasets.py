@@ -55,7 +55,7 @@ class ArrayDataset:
             raise DataError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels.")
 
     def __len__(self) -> int:
-        """Number of samples."""
+        """Return the number of samples."""
         return int(self.labels.shape[0])
 
 

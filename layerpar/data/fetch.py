@@ -21,7 +21,10 @@ _LOCK_NAME = ".fetch.lock"
 
 
 def resolve_cache_dir(cache_dir: Path | str | None = None) -> Path:
-    """Return the cache root: ``cache_dir``, else ``$LAYERPAR_DATA``, else ~/.cache/layerpar/data."""
+    """Return the cache root.
+
+    That is ``cache_dir`` if given, else ``$LAYERPAR_DATA`` if set, else ~/.cache/layerpar/data.
+    """
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     from_env = os.environ.get(CACHE_ENV_VAR)
@@ -76,7 +79,7 @@ def fetch_files(files: Sequence[FileSpec], sources: Sequence[Source], dest: Path
 
 
 def _unverified(files: Sequence[FileSpec], dest: Path, *, report: bool) -> list[FileSpec]:
-    """The files of ``files`` that are absent from ``dest`` or have the wrong MD5.
+    """Return the files of ``files`` that are absent from ``dest`` or have the wrong MD5.
 
     ``report`` logs each corrupt file once, rather than on every re-check.
     """

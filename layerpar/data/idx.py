@@ -69,7 +69,8 @@ def parse_idx(data: bytes, *, source: str = "<bytes>", ndim: int | None = None) 
 def _parse_header(data: bytes, source: str) -> tuple[np.dtype, tuple[int, ...]]:
     """Return the (big-endian) dtype and the shape declared by an IDX header."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DataError(f"{source} is not an IDX file: bad magic number {data[:4].hex() or '(empty)'}.")
+        found = data[:4].hex() or "(empty)"
+        raise DataError(f"{source} is not an IDX file: bad magic number {found}.")
     code, ndim = data[2], data[3]
     if code not in _CODE_TO_DTYPE:
         raise DataError(f"{source} has unknown IDX type code 0x{code:02x}.")

@@ -31,7 +31,7 @@ def file_digest(path: Path, algorithm: str = "md5") -> str:
 
 
 def is_verified(path: Path, expected_md5: str) -> bool:
-    """True if ``path`` is a regular file whose MD5 equals ``expected_md5``."""
+    """Tell whether ``path`` is a regular file whose MD5 equals ``expected_md5``."""
     return path.is_file() and file_digest(path, "md5") == expected_md5.lower()
 
 

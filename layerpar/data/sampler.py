@@ -13,7 +13,7 @@ from layerpar.errors import ConfigError
 
 
 def steps_per_epoch(num_samples: int, batch_size: int, drop_last: bool = True) -> int:
-    """Number of batches :func:`epoch_batches` returns for these sizes."""
+    """Return the number of batches :func:`epoch_batches` returns for these sizes."""
     _check_sizes(num_samples, batch_size)
     full, rest = divmod(num_samples, batch_size)
     return full if drop_last or rest == 0 else full + 1

@@ -75,3 +75,50 @@ def evaluate_serial(
     for stage in stages:
         stage.train()
     return correct / len(test.labels)
+
+
+@torch.no_grad()
+def _chain_forward(worker: "StageWorker", x: torch.Tensor) -> torch.Tensor | None:
+    """Pass one batch through the modules of replica 0, one process each; the last returns logits."""
+    if worker.is_first:
+        u = x.to(worker.device, worker.dtype)
+    else:
+        shape = (x.shape[0], *worker.boundary_shapes[worker.stage - 1])
+        u = worker.comm.recv(shape, worker.prev_rank, worker.dtype, worker.device)
+    h = worker.module(u)
+    if worker.is_last:
+        return h
+    worker.comm.isend(h, worker.next_rank).wait()
+    return None
+
+
+def evaluate_chain(
+    worker: "StageWorker",
+    test: ArrayDataset,
+    bn_images: torch.Tensor | None,
+    *,
+    batch_size: int = 500,
+) -> float:
+    """Test accuracy with the modules in different processes (activations passed forward).
+
+    Every rank calls this; replica 0 does the work and the last stage's accuracy is broadcast.
+    """
+    acc = 0.0
+    if worker.replica == 0:
+        if bn_images is not None and _bn_layers([worker.module]):
+            with BNReestimation([worker.module]):
+                for start in range(0, len(bn_images), batch_size):
+                    _chain_forward(worker, bn_images[start : start + batch_size])
+        worker.module.eval()
+        correct = 0
+        for x, y in batches(test.images, test.labels, batch_size):
+            logits = _chain_forward(worker, x)
+            if logits is not None:
+                correct += int((logits.argmax(1).cpu() == y).sum())
+        worker.module.train()
+        acc = correct / len(test.labels)
+    source = worker.layout.rank(worker.layout.stages - 1, 0)
+    return float(worker.comm.broadcast_object(acc if worker.comm.rank == source else None, src=source))
+
+
+from layerpar.parallel.stage import StageWorker  # noqa: E402  (type only; stage does not import us)

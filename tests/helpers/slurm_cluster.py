@@ -19,8 +19,9 @@ What it does
   state/spool/log/pid path inside the scratch directory, no accounting, no
   cgroups) -- nothing under /etc/slurm is read or written;
 * makes sure the system ``munged`` runs (as user ``munge``, default socket),
-  creating ``/etc/munge/munge.key`` if missing; it is stopped again on exit if
-  this process started it and no other live SlurmCluster still uses it;
+  creating ``/etc/munge/munge.key`` if missing; a munged started here is
+  stopped again when the last live SlurmCluster (in any process) exits, one
+  that was running before is left alone;
 * starts ``slurmctld`` and ``slurmd`` (they daemonise; pids come from the pid
   files in the scratch directory) and waits until ``sinfo`` reports ``idle``;
 * on exit cancels the remaining jobs, stops both daemons by their pids (TERM,
@@ -334,6 +335,9 @@ class SlurmCluster:
         Lines appended to slurm.conf (a later key overrides an earlier one).
     keep_workdir:
         Keep an auto-created workdir after exit (for debugging).
+    reap_wait:
+        Seconds ``stop()`` waits for the stopped daemons' zombies to be reaped
+        by PID 1 (so ``pgrep slurmctld`` right afterwards is empty); 0 to skip.
 
     Attributes (valid after ``start()``): ``workdir``, ``conf_path``,
     ``env``, ``nodename``, ``partition``, ``cpus``, ``ctld_port``,
@@ -349,6 +353,7 @@ class SlurmCluster:
         start_timeout: float = 30.0,
         extra_conf: Sequence[str] = (),
         keep_workdir: bool = False,
+        reap_wait: float = 3.0,
     ) -> None:
         reason = slurm_available()
         if reason:
@@ -365,6 +370,7 @@ class SlurmCluster:
         self.start_timeout = float(start_timeout)
         self.extra_conf = list(extra_conf)
         self.keep_workdir = keep_workdir
+        self.reap_wait = float(reap_wait)
         self.nodename = _short_hostname()
         self.conf_path = self.workdir / "slurm.conf"
         self.log_dir = self.workdir / "log"
@@ -543,11 +549,18 @@ class SlurmCluster:
                         self.run(["scancel", *ids], timeout=10, check=False)
                 except AssertionError:
                     pass
+            stopped = []
             for name, pf in (("slurmd", self.slurmd_pid_file), ("slurmctld", self.ctld_pid_file)):
                 pid = _read_pid(pf)
                 if pid is not None and _pid_alive(pid) and name in _proc_cmdline(pid):
                     _terminate(pid)
+                    stopped.append(pid)
             self._kill_strays()
+            # The daemons were re-parented to PID 1; until it reaps them they show
+            # up as "<defunct>" in `pgrep slurmctld`.  Give it a moment.
+            deadline = time.monotonic() + self.reap_wait
+            while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in stopped):
+                time.sleep(0.05)
         finally:
             self._munge.release()
             self._started = False

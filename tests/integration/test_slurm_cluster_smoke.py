@@ -92,6 +92,6 @@ def test_sbatch_srun_gloo_all_reduce(slurm_cluster, tmp_path):
     assert state == "COMPLETED", (
         f"job {job_id} ended {state} after {elapsed:.1f} s\n" + slurm_cluster.diagnostics(job_id)
     )
-    assert result.exists(), f"rank 0 wrote no result\n" + slurm_cluster.diagnostics(job_id)
+    assert result.exists(), "rank 0 wrote no result\n" + slurm_cluster.diagnostics(job_id)
     assert result.read_text().strip() == "2", slurm_cluster.diagnostics(job_id)
     print(f"slurm job {job_id}: {elapsed:.1f} s submit->COMPLETED")

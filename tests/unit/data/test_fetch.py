@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,20 @@ class RecordingSource:
 
     def fetch(self, files: Sequence[FileSpec], dest: Path, *, progress: bool) -> None:
         self.requests.append([spec.filename for spec in files])
+        self.inner.fetch(files, dest, progress=progress)
+
+
+@dataclass
+class SlowSource:
+    """Copies from a directory after a pause, counting calls (for the concurrency test)."""
+
+    inner: LocalDirectory
+    calls: int = 0
+    description: str = "slow local copy"
+
+    def fetch(self, files: Sequence[FileSpec], dest: Path, *, progress: bool) -> None:
+        self.calls += 1
+        time.sleep(0.2)
         self.inner.fetch(files, dest, progress=progress)
 
 
@@ -128,6 +143,26 @@ def test_error_lists_every_source_and_how_to_fix(tmp_path: Path,
     assert leftovers(dest) == []
 
 
+def test_concurrent_fetches_fetch_once(tmp_path: Path, fake_mnist: FakeIdxSet) -> None:
+    slow = SlowSource(LocalDirectory(fake_mnist.directory))
+    dest = tmp_path / "dest"
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            fetch_files(fake_mnist.specs, [slow], dest, progress=False)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == [] and slow.calls == 1
+    assert_installed(dest, fake_mnist)
+
+
 def test_resolve_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("LAYERPAR_DATA", raising=False)
@@ -161,7 +196,7 @@ def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root.mkdir()
     handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/", root
@@ -188,5 +223,5 @@ def test_http_mirror_downloads_and_verifies(tmp_path: Path, http_root: tuple[str
 
 def test_http_mirror_fails_fast_without_a_server(tmp_path: Path, fake_mnist: FakeIdxSet) -> None:
     dead = HttpMirror("http://127.0.0.1:9/")  # discard port: nothing listens, refused at once
-    with pytest.raises(DataError, match="127.0.0.1:9"):
+    with pytest.raises(DataError, match=r"127\.0\.0\.1:9"):
         fetch_files(fake_mnist.specs, [dead], tmp_path / "dest", progress=False)

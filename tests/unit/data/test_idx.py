@@ -15,7 +15,7 @@ from layerpar.errors import DataError
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_round_trip(tmp_path: Path, dtype: type, suffix: str) -> None:
-    array = (np.arange(2 * 3 * 4) - 5).astype(dtype).reshape(2, 3, 4)
+    array: np.ndarray = (np.arange(2 * 3 * 4) - 5).astype(dtype).reshape(2, 3, 4)
     path = tmp_path / f"a-idx3{suffix}"
     write_idx(path, array)
     back = read_idx(path, ndim=3)

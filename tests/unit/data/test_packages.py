@@ -110,7 +110,7 @@ def test_debian_package_hash_mismatch_only_warns(
 
 
 def test_run_tool_reports_missing_tools_and_failures(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="not installed. Install it"):
+    with pytest.raises(DataError, match=r"not installed\. Install it"):
         run_tool(["layerpar-no-such-tool"], tmp_path, 5, hint="Install it.")
     with pytest.raises(DataError, match="exited with status 3: boom"):
         run_tool(["sh", "-c", "echo boom >&2; exit 3"], tmp_path, 5)
