@@ -19,8 +19,10 @@ from typing import BinaryIO
 # Windows would otherwise translate newlines in a descriptor opened without O_BINARY.
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
-#: Suffix of in-progress files; anything ending in it is an abandoned write (e.g. after SIGKILL).
+#: Suffix of in-progress files; one that outlives its writer is an abandoned write (SIGKILL).
 PARTIAL_SUFFIX = ".part"
+#: Prefix of scratch folders that sources create beside the files they install.
+SCRATCH_PREFIX = ".scratch-"
 
 
 @contextlib.contextmanager

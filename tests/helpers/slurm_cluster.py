@@ -281,9 +281,10 @@ class _MungeGuard:
             self._token = _MUNGE_USERS_DIR / f"{os.getpid()}.{id(self)}"
             self._token.touch()
 
-    def release(self) -> None:
+    def release(self) -> int | None:
+        """Drop our token; returns munged's pid if this call stopped it."""
         if self._token is None:
-            return
+            return None
         with open(_MUNGE_LOCK, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self._token.unlink(missing_ok=True)
@@ -291,7 +292,7 @@ class _MungeGuard:
             self.started_by_us = False
             started_pid = _read_pid(_MUNGE_STARTED_MARK)
             if started_pid is None:  # munged was there before us: not ours to stop
-                return
+                return None
             others = []
             for tok in _MUNGE_USERS_DIR.iterdir():
                 if tok == _MUNGE_STARTED_MARK:
@@ -305,11 +306,13 @@ class _MungeGuard:
                 else:
                     tok.unlink(missing_ok=True)
             if others:  # someone else still needs it; leave it running
-                return
+                return None
             _MUNGE_STARTED_MARK.unlink(missing_ok=True)
             pid = _read_pid(MUNGE_PID_FILE)
             if pid == started_pid and "munged" in _proc_cmdline(pid):
                 _terminate(pid)
+                return pid
+            return None
 
 
 # --------------------------------------------------------------------------- cluster
@@ -538,6 +541,7 @@ class SlurmCluster:
         """Cancel jobs, stop slurmd and slurmctld, kill stray steps, release munged."""
         if not self._started:
             return
+        stopped: list[int] = []
         try:
             ctld = _read_pid(self.ctld_pid_file)
             # Only a controller that answered once is worth asking (a dying one
@@ -549,20 +553,24 @@ class SlurmCluster:
                         self.run(["scancel", *ids], timeout=10, check=False)
                 except AssertionError:
                     pass
-            stopped = []
             for name, pf in (("slurmd", self.slurmd_pid_file), ("slurmctld", self.ctld_pid_file)):
                 pid = _read_pid(pf)
                 if pid is not None and _pid_alive(pid) and name in _proc_cmdline(pid):
                     _terminate(pid)
                     stopped.append(pid)
             self._kill_strays()
+        finally:
+            try:
+                munged = self._munge.release()
+            except OSError:
+                munged = None
+            if munged is not None:
+                stopped.append(munged)
             # The daemons were re-parented to PID 1; until it reaps them they show
             # up as "<defunct>" in `pgrep slurmctld`.  Give it a moment.
             deadline = time.monotonic() + self.reap_wait
             while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in stopped):
                 time.sleep(0.05)
-        finally:
-            self._munge.release()
             self._started = False
             self._ready = False
             if self._own_workdir and not self.keep_workdir:

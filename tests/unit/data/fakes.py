@@ -50,4 +50,4 @@ def make_fake_mnist(directory: Path, *, n_train: int = 12, n_test: int = 5,
 def leftovers(directory: Path) -> list[str]:
     """Names of temporary files or folders a fetch must not leave behind."""
     return sorted(p.name for p in directory.iterdir()
-                  if p.name.endswith(".part") or p.name.startswith((".npm-", ".deb-")))
+                  if p.name.endswith(".part") or p.name.startswith(".scratch-"))

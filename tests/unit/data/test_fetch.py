@@ -143,6 +143,15 @@ def test_error_lists_every_source_and_how_to_fix(tmp_path: Path,
     assert leftovers(dest) == []
 
 
+def test_abandoned_temporaries_are_cleaned_up(tmp_path: Path, fake_mnist: FakeIdxSet) -> None:
+    dest = tmp_path / "dest"
+    (dest / ".scratch-npm-abc").mkdir(parents=True)
+    (dest / ".scratch-npm-abc" / "pkg.tgz").write_bytes(b"half")
+    (dest / ".train-images-idx3-ubyte.1234.part").write_bytes(b"half")
+    fetch_files(fake_mnist.specs, [LocalDirectory(fake_mnist.directory)], dest)
+    assert_installed(dest, fake_mnist)
+
+
 def test_concurrent_fetches_fetch_once(tmp_path: Path, fake_mnist: FakeIdxSet) -> None:
     slow = SlowSource(LocalDirectory(fake_mnist.directory))
     dest = tmp_path / "dest"

