@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-ARMS = ("serial", "layerpar", "layerpar-penalty", "ddp", "gpipe", "1f1b", "deepspeed", "serial-threads")
+ARMS = ("serial", "layerpar", "ddp", "gpipe", "1f1b")
 
 
 def add_bench_parser(sub: Any) -> None:

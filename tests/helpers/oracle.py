@@ -38,7 +38,7 @@ COMM_PHASES = (
 
 
 def digits_config(out_dir: str | Path, *overrides: str, stages: int = 2) -> RunConfig:
-    """resnet20 on sklearn digits in float64, blocks-balanced (deterministic bounds)."""
+    """resnet20 on sklearn digits in float64, AL method, blocks-balanced (deterministic bounds)."""
     return load_config(
         None,
         [
@@ -46,6 +46,7 @@ def digits_config(out_dir: str | Path, *overrides: str, stages: int = 2) -> RunC
             "model.name=resnet20",
             f"parallel.stages={stages}",
             "parallel.balance=blocks",
+            "layerpar.method=al",
             "train.dtype=float64",
             "train.batch_size=32",
             "train.progress=false",

@@ -1,0 +1,178 @@
+"""``layerpar bench``: every arm on the same model, data, batch, seed and steps, on the same
+devices (one CPU core with one thread per worker, or one GPU), repeated and interleaved.
+
+Timing excludes evaluation and start-up; each step's time is the slowest rank's.  Results go to
+``results/<name>/``: summary.json (one object per arm and K), table.md, speedup.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from layerpar.config import RunConfig, load_config, replace
+from layerpar.errors import ConfigError, WorkerError
+from layerpar.launchers.env import contract, free_port
+from layerpar.parallel.run import environment
+
+IMPLEMENTED = ("serial", "layerpar", "ddp", "gpipe", "1f1b")
+
+
+def _worker(rank: int, world: int, port: int, arm: str, config: RunConfig, warmup: int, steps: int,
+            microbatches: int, results: Any) -> None:
+    os.environ.update(contract("127.0.0.1", port, rank, world, rank))
+    torch.set_num_threads(1)
+    try:
+        from layerpar.bench.arms import ARM_FUNCTIONS, count_bytes
+
+        dist.init_process_group("gloo", init_method="env://")
+        try:
+            count_bytes()
+            times, sent = ARM_FUNCTIONS[arm](config, warmup, steps, microbatches=microbatches)
+            gathered: list[Any] = [None] * world
+            dist.all_gather_object(gathered, (times, sent, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+        finally:
+            dist.barrier()
+            dist.destroy_process_group()
+        if rank == 0:
+            results.put(("ok", gathered))
+    except BaseException as error:  # noqa: BLE001
+        results.put(("error", f"rank {rank}: {error!r}\n{traceback.format_exc()}"))
+
+
+def run_arm(arm: str, devices: int, config: RunConfig, warmup: int, steps: int, microbatches: int) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_worker, args=(r, devices, port, arm, config, warmup, steps, microbatches, results))
+             for r in range(devices)]
+    for proc in procs:
+        proc.start()
+    try:
+        status, payload = results.get(timeout=1800)
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+    if status != "ok":
+        raise WorkerError(payload, None)
+    per_rank_times = [p[0] for p in payload]
+    step_times = [max(ts) for ts in zip(*per_rank_times)]
+    return {
+        "step_times": step_times,
+        "bytes_per_step": sum(p[1] for p in payload),
+        "peak_mem_mb": max(p[2] for p in payload) / 1024,
+    }
+
+
+def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+    config = load_config(args.config, args.overrides)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in IMPLEMENTED]
+    if unknown:
+        raise ConfigError(f"arms {unknown} are not implemented in this version; available: {', '.join(IMPLEMENTED)}")
+    stage_counts = [int(k) for k in args.stages.split(",")]
+    needed = (args.warmup_steps + args.steps) * config.train.batch_size
+    config = replace(config, data={"train_limit": max(needed, config.train.batch_size)})
+    name = args.name or time.strftime(f"bench-{config.model.name}-{config.data.dataset}-%Y%m%d-%H%M%S")
+    out = Path(args.out) / name
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(arm, 1 if arm == "serial" else k) for arm in arms for k in ([1] if arm == "serial" else stage_counts)]
+    raw: dict[tuple[str, int], list[dict[str, Any]]] = {job: [] for job in jobs}
+    bar = tqdm(total=len(jobs) * args.repeats, desc="bench", unit="run")
+    for repeat in range(args.repeats):
+        # Interleave arms and rotate their order, so drift in machine speed hits every arm alike.
+        order = jobs[repeat % len(jobs):] + jobs[: repeat % len(jobs)]
+        for arm, devices in order:
+            k_config = replace(config, parallel={"stages": max(devices, 1)})
+            raw[(arm, devices)].append(run_arm(arm, devices, k_config, args.warmup_steps, args.steps, args.microbatches))
+            bar.update(1)
+    bar.close()
+    summary = [_summarise(arm, devices, runs, config, args) for (arm, devices), runs in raw.items()]
+    _write(out, summary, args)
+    return summary
+
+
+def _summarise(arm: str, devices: int, runs: list[dict[str, Any]], config: RunConfig, args: argparse.Namespace) -> dict[str, Any]:
+    medians = [statistics.median(r["step_times"]) for r in runs]
+    median = statistics.median(medians)
+    return {
+        "arm": arm,
+        "stages": devices,
+        "devices": devices,
+        "step_time_s_median": median,
+        "step_time_s_spread": max(medians) - min(medians),
+        "repeat_medians": medians,
+        "samples_per_s": config.train.batch_size / median,
+        "final_test_acc": None,
+        "time_to_target_s": None,
+        "peak_mem_mb": max(r["peak_mem_mb"] for r in runs),
+        "bytes_per_step": statistics.median(r["bytes_per_step"] for r in runs),
+        "microbatches": args.microbatches if arm in ("gpipe", "1f1b") else None,
+        "steps": args.steps,
+        "warmup_steps": args.warmup_steps,
+        "config": config.to_dict(),
+        **environment(),
+    }
+
+
+def _write(out: Path, summary: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    command = "layerpar bench " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+        if k in ("config", "arms", "stages", "repeats", "steps", "warmup_steps", "microbatches") and v is not None)
+    (out / "summary.json").write_text(json.dumps({"command": command, "results": summary}, indent=2) + "\n")
+    serial = next((r["step_time_s_median"] for r in summary if r["arm"] == "serial"), None)
+    lines = [f"Command: `{command}`", "",
+             "| arm | devices | step time (s, median) | spread | samples/s | speedup vs serial | speedup vs best pipeline (same K) | bytes/step | peak mem/worker (MB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    table = Table(title="layerpar bench")
+    for column in ("arm", "K", "step s", "samples/s", "vs serial", "vs pipeline", "bytes/step"):
+        table.add_column(column)
+    for r in summary:
+        pipes = [p["step_time_s_median"] for p in summary if p["arm"] in ("gpipe", "1f1b") and p["devices"] == r["devices"]]
+        vs_serial = f"{serial / r['step_time_s_median']:.2f}x" if serial else "-"
+        vs_pipe = f"{min(pipes) / r['step_time_s_median']:.2f}x" if pipes else "-"
+        lines.append(f"| {r['arm']} | {r['devices']} | {r['step_time_s_median']:.4f} | {r['step_time_s_spread']:.4f} | "
+                     f"{r['samples_per_s']:.0f} | {vs_serial} | {vs_pipe} | {r['bytes_per_step']:,.0f} | {r['peak_mem_mb']:.0f} |")
+        table.add_row(r["arm"], str(r["devices"]), f"{r['step_time_s_median']:.4f}", f"{r['samples_per_s']:.0f}",
+                      vs_serial, vs_pipe, f"{r['bytes_per_step']:,.0f}")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    Console().print(table)
+    _plot(out, summary, serial)
+    print(f"results: {out}")
+
+
+def _plot(out: Path, summary: list[dict[str, Any]], serial: float | None) -> None:
+    if serial is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for arm in sorted({r["arm"] for r in summary} - {"serial"}):
+        points = sorted((r["devices"], serial / r["step_time_s_median"]) for r in summary if r["arm"] == arm)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=arm)
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="serial")
+    ax.set_xlabel("devices (K)")
+    ax.set_ylabel("step throughput vs serial")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "speedup.png", dpi=120)
+    plt.close(fig)
