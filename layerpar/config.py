@@ -156,6 +156,10 @@ class RunConfig:
         _check_positive("train.batch_size", self.train.batch_size)
         if self.layerpar.beta <= 0:
             raise ConfigError(f"layerpar.beta must be > 0, got {self.layerpar.beta}")
+        if self.layerpar.beta_final is not None and self.layerpar.beta_final <= 0:
+            raise ConfigError(
+                f"layerpar.beta_final must be > 0 (or null for a constant beta), got {self.layerpar.beta_final}"
+            )
         if self.train.batch_size % self.parallel.replicas:
             raise ConfigError(
                 f"train.batch_size={self.train.batch_size} is not divisible by "
@@ -196,7 +200,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value or {}, where)
+        return from_dict(hint, {} if value is None else value, where)
     if origin in (typing.Union, types.UnionType):
         options = get_args(hint)
         if value is None and type(None) in options:
@@ -246,7 +250,9 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         )
     node = data
     for key in keys[:-1]:
-        node = node.setdefault(key, {})
+        if node.get(key) is None:
+            node[key] = {}
+        node = node[key]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: {key!r} is not a section")
     node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None

@@ -122,6 +122,8 @@ def balanced_bounds(costs: Sequence[float], stages: int) -> list[int]:
     Ties prefer earlier, more even cuts, so equal costs give equal block counts.
     """
     n = len(costs)
+    if not 1 <= stages <= n:
+        raise PartitionError(f"cannot cut {n} blocks into {stages} stages: choose 1 <= stages <= {n}")
     prefix = [0.0]
     for cost in costs:
         prefix.append(prefix[-1] + cost)

@@ -95,6 +95,16 @@ def test_section_that_is_not_a_mapping(tmp_path):
         load_config(path)
 
 
+@pytest.mark.parametrize("text", ["train: 0\n", "train: []\n"])
+def test_falsy_section_that_is_not_a_mapping(tmp_path, text):
+    """Only an empty section (``train:`` → None) means defaults; 0, [], false or '' are typos
+    and must fail like ``train: 5`` does, not silently fall back to the defaults."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="train: expected a mapping"):
+        load_config(path)
+
+
 def test_types_are_coerced():
     c = load_config(None, ["train.epochs=2", "layerpar.beta_final=null", "data.train_limit=100",
                            "data.cache_dir=/tmp/x"])

@@ -30,7 +30,7 @@ def test_resnet_builds_and_runs(depth, channels, width):
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert convs[0].in_channels == channels
     assert convs[-1].out_channels == 64 * width
-    # 2n + 1 weighted layers per group pair of convs + stem + fc = depth (shortcuts excluded)
+    # depth counts the weighted layers: the stem conv, 6n block convs and the fc (not shortcuts)
     main_convs = [c for c in convs if c.kernel_size == (3, 3)]
     assert len(main_convs) + 1 == depth
     with torch.no_grad():

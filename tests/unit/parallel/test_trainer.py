@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from layerpar.checkpoint import load_checkpoint
 from layerpar.parallel.trainer import LayerParallelTrainer, SerialTrainer, serial_config
-from tests.helpers.oracle import digits_config
+from layerpar.parallel.stage import PARALLEL_PROGRAM
+from tests.helpers.oracle import digits_config, relative_error
 
 
 def _steps(run_dir):
@@ -64,3 +66,30 @@ def test_parallel_steps_run_and_record_metrics(tmp_path):
     assert 0.0 <= summary.final_test_acc <= 1.0
     assert (summary.run_dir / "summary.json").is_file()
     assert (summary.run_dir / "checkpoint" / "rank1.pt").is_file()
+
+
+def test_auxnet_replicas_stay_identical_and_train(tmp_path):
+    """Every worker holds an AuxNet replica; all-reduced gradients keep the parameters equal."""
+    config = _config(tmp_path, "aux", 3, "layerpar.warmup_epochs=0.4", "layerpar.serial_final_epochs=0")
+    trainer = LayerParallelTrainer(config)
+    initial = [p.detach().clone() for p in trainer.workers[0].aux.parameters()]
+    trainer.fit()
+    params = [list(w.aux.parameters()) for w in trainer.workers]
+    assert len({id(p[0]) for p in params}) == 3  # private copies, not one shared object
+    for other in params[1:]:
+        for a, b in zip(params[0], other):
+            assert torch.equal(a, b)
+    assert relative_error([p.detach() for p in params[0]], initial) > 0
+
+
+def test_one_parallel_step_sends_one_adjoint_per_boundary_plus_the_aux_all_reduce(tmp_path):
+    config = _config(tmp_path, "bytes", 3, "layerpar.warmup_epochs=0")
+    trainer = LayerParallelTrainer(config)
+    trainer.runner.begin(0, 0.01)
+    trainer.runner.run(PARALLEL_PROGRAM)
+    batch = config.train.batch_size
+    adjoints = sum(batch * math.prod(shape) * 8 for shape in trainer.setup.boundary_shapes)
+    aux_bytes = sum(p.numel() for p in trainer.setup.aux.parameters()) * 8
+    world = 3
+    all_reduce = world * int(2 * (world - 1) / world * aux_bytes)
+    assert trainer.runner.bytes_sent() == adjoints + all_reduce
