@@ -52,7 +52,7 @@ VARIANTS: dict[str, list[str]] = {
 
 
 def run_one(name: str, overrides: list[str], out: Path, tag: str) -> dict:
-    config = load_config(None, overrides + [f"train.out_dir=/tmp/parity", f"train.run_name={tag}"])
+    config = load_config(None, overrides + ["train.out_dir=/tmp/parity", f"train.run_name={tag}"])
     trainer_cls = SerialTrainer if config.train.mode == "serial" else LayerParallelTrainer
     start = time.time()
     summary = trainer_cls(config).fit()

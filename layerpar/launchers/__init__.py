@@ -12,6 +12,9 @@ from layerpar.launchers.cluster import ClusterConfig, load_cluster_config
 
 def launch_training(config: RunConfig, cluster: ClusterConfig, resume: bool = False) -> dict[str, Any] | None:
     """Train ``config`` where ``cluster`` says; returns rank 0's run summary record."""
+    from layerpar.parallel.run import pin_run_dir
+
+    config = pin_run_dir(config)
     if config.train.mode == "serial" or cluster.launcher == "inprocess":
         from layerpar.parallel.trainer import LayerParallelTrainer, SerialTrainer
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import time
 import traceback
 from typing import Any
 
@@ -29,6 +30,15 @@ def _entry(rank: int, world_size: int, port: int, config: RunConfig, resume: boo
         raise SystemExit(1) from None
 
 
+def _check_alive(procs: list[Any], pending: set[int]) -> None:
+    """A worker that died without reporting (a crash at start-up, a kill) fails the run now
+    rather than leaving the driver waiting for the process-group timeout."""
+    for rank in sorted(pending):
+        code = procs[rank].exitcode
+        if code is not None:
+            raise WorkerError(f"worker process exited with code {code} before reporting a result", rank)
+
+
 def launch_local(config: RunConfig, resume: bool = False, timeout_s: float | None = None) -> dict[str, Any] | None:
     """Run ``stages × replicas`` worker processes here; returns rank 0's run summary.
 
@@ -43,13 +53,17 @@ def launch_local(config: RunConfig, resume: bool = False, timeout_s: float | Non
     for proc in procs:
         proc.start()
     summary: dict[str, Any] | None = None
+    deadline = time.monotonic() + (timeout_s or 7 * 24 * 3600)
     try:
         pending = set(range(world_size))
         while pending:
             try:
-                rank, status, payload = results.get(timeout=timeout_s or 7 * 24 * 3600)
-            except queue.Empty as error:
-                raise WorkerError(f"no result from ranks {sorted(pending)} within {timeout_s} s", None) from error
+                rank, status, payload = results.get(timeout=2.0)
+            except queue.Empty:
+                _check_alive(procs, pending)
+                if time.monotonic() > deadline:
+                    raise WorkerError(f"no result from ranks {sorted(pending)} within {timeout_s} s", None) from None
+                continue
             pending.discard(rank)
             if status == "error":
                 raise WorkerError(payload, rank)

@@ -1,99 +1,216 @@
-"""Ray coordinator: one actor per worker in a placement group; the actors form the
-torch.distributed group themselves and run the ordinary worker entry point.
+"""Ray launcher: one actor per worker in a placement group; the actors form the torch.distributed
+group themselves and run the ordinary worker entry point.
 
     layerpar train --config configs/demo.yaml --cluster cluster_configs/ray_local.yaml
 
-The worker is a plain class (``RayWorker``), wrapped by ``ray.remote`` only here.  Actors,
-placement group and a Ray this launcher started are cleaned up on success, error and Ctrl-C.
+The driver (this process) is only the coordinator:
+
+1. joins Ray: reuses a Ray this process already started, else ``ray.init(address=...)`` for an
+   existing cluster, else starts a local Ray (``ray.num_cpus``, no dashboard);
+2. reserves one bundle per worker (``{"CPU": cpus_per_worker}``, plus ``{"GPU": 1}`` when
+   ``gpus_per_node > 0``) in a placement group;
+3. starts one ``RayWorker`` actor per bundle: rank r in bundle r;
+4. the master address is rank 0's node IP (127.0.0.1 when all actors share one node) and the
+   port one that rank 0's actor found free; each actor gets the environment contract and calls
+   ``run_worker`` (which joins gloo/NCCL through ``env://``);
+5. waits for every rank; the first failure is raised as ``WorkerError`` with its rank and
+   traceback.  Actors, the placement group and a Ray started here are always cleaned up
+   (success, error, timeout or Ctrl-C).
+
+Actor output (rank logs) is forwarded to the driver's terminal by Ray.  The file is not called
+``ray.py`` so that ``import ray`` inside the package keeps meaning the library.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
+import traceback
 from typing import Any
 
-from layerpar.config import RunConfig
+from layerpar.config import RunConfig, from_dict
 from layerpar.errors import LaunchError, WorkerError
 from layerpar.launchers.cluster import ClusterConfig
-from layerpar.launchers.env import contract, free_port
+from layerpar.launchers.env import contract
+
+log = logging.getLogger(__name__)
+
+PLACEMENT_TIMEOUT_S = 300.0
+"""How long the placement group may wait for resources (capped by timeout_min)."""
 
 
 class RayWorker:
-    """Runs one rank inside a Ray actor."""
+    """One rank inside a Ray actor; a plain class (``ray.remote`` wraps it only in ``launch_ray``)."""
 
-    def address(self) -> tuple[str, int]:
-        """This actor's node address and a port free on it (asked of rank 0)."""
-        host = socket.gethostbyname(socket.gethostname())
-        return host, free_port(host if host != "127.0.1.1" else "127.0.0.1")
+    def __init__(self) -> None:
+        self.rank: int | None = None
 
-    def run(self, env: dict[str, str], config: RunConfig, resume: bool) -> dict[str, Any] | None:
+    def node(self) -> tuple[str, str]:
+        """(Ray node id, node IP address) of this actor."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
+
+    def free_port(self, host: str) -> int:
+        """A TCP port free on this actor's node (rank 0 is asked for the rendezvous port)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            return int(sock.getsockname()[1])
+
+    def setup_env(self, env: dict[str, str]) -> None:
+        """Export the contract (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, ...)."""
         os.environ.update(env)
-        from layerpar.parallel.worker import run_worker
+        self.rank = int(env["RANK"])
+        logging.basicConfig(level=logging.INFO, force=True,
+                            format=f"%(asctime)s rank{self.rank} %(levelname)s %(name)s: %(message)s")
 
+    def run(self, config: dict[str, Any], resume: bool) -> dict[str, Any]:
+        """Train this rank; returns {"status": "ok", "summary": ...} or {"status": "error", ...}."""
         try:
-            return run_worker(config, resume=resume)
-        except WorkerError:
-            raise
-        except Exception as error:  # noqa: BLE001 - keep the rank with the failure
-            import traceback
+            from layerpar.parallel.worker import run_worker
 
-            raise WorkerError(f"{error!r}\n{traceback.format_exc()}", int(env["RANK"])) from error
+            summary = run_worker(from_dict(RunConfig, config, "config"), resume=resume)
+            return {"status": "ok", "rank": self.rank, "summary": summary}
+        except BaseException as error:  # noqa: BLE001 - every failure must reach the driver
+            if isinstance(error, WorkerError):
+                message = error.message
+            else:
+                message = f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
+            return {"status": "error", "rank": self.rank, "message": message}
 
 
-def _import_ray() -> Any:
+def import_ray() -> Any:
+    """``import ray`` (with usage stats off), or a LaunchError that says how to install it."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
     except ImportError as error:
-        raise LaunchError("Ray is not installed: pip install 'layerpar[ray]'") from error
+        raise LaunchError("launcher: ray needs Ray: pip install 'layerpar[ray]'") from error
     return ray
 
 
 def launch_ray(config: RunConfig, cluster: ClusterConfig, resume: bool = False) -> dict[str, Any] | None:
-    """Train on Ray (a local Ray, an existing one in this process, or ``ray.address``)."""
-    ray = _import_ray()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=cluster.ray.address, num_cpus=cluster.ray.num_cpus, include_dashboard=False,
-                 log_to_driver=True)
-    world_size = config.parallel.stages * config.parallel.replicas
-    bundle = {"CPU": cluster.cpus_per_worker} | ({"GPU": 1} if cluster.gpus_per_node > 0 else {})
+    """Train ``config`` on Ray actors; returns rank 0's run summary."""
+    from layerpar.parallel.run import pin_run_dir
+
+    config = pin_run_dir(config)
+    ray = import_ray()
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    group = placement_group([bundle] * world_size, strategy=cluster.ray.placement_strategy)
+    world_size = config.parallel.stages * config.parallel.replicas
+    bundle: dict[str, float] = {"CPU": float(cluster.cpus_per_worker)}
+    if cluster.gpus_per_node > 0:
+        bundle["GPU"] = 1.0
+    timeout_s = cluster.timeout_min * 60
+    started_here = _connect(ray, cluster, world_size)
+    group = None
     actors: list[Any] = []
     try:
-        ray.get(group.ready(), timeout=cluster.timeout_min * 60)
-        remote_cls = ray.remote(RayWorker)
+        group = placement_group([dict(bundle) for _ in range(world_size)], strategy=cluster.ray.placement_strategy)
+        _wait_placement(ray, group, world_size, bundle, min(timeout_s, PLACEMENT_TIMEOUT_S))
+        remote_worker = ray.remote(RayWorker)
         for rank in range(world_size):
             strategy = PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=rank)
-            actors.append(remote_cls.options(num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0),
-                                             scheduling_strategy=strategy).remote())
-        host, port = ray.get(actors[0].address.remote())
-        per_node = cluster.workers_on_each_node(world_size)
-        futures = [actor.run.remote(contract(host, port, rank, world_size, rank % per_node), config, resume)
-                   for rank, actor in enumerate(actors)]
-        return _wait_all(ray, futures)[0]
+            actors.append(remote_worker.options(
+                num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0.0), scheduling_strategy=strategy,
+                max_restarts=0,
+            ).remote())
+        envs = _contracts(ray, actors, cluster.master_port, timeout_s)
+        ray.get([actor.setup_env.remote(env) for actor, env in zip(actors, envs)], timeout=timeout_s)
+        config_dict = config.to_dict()
+        refs = [actor.run.remote(config_dict, resume) for actor in actors]
+        return _wait_all(ray, refs, timeout_s)
     finally:
-        for actor in actors:
-            ray.kill(actor)
-        remove_placement_group(group)
-        if started_here:
-            ray.shutdown()
+        _cleanup(ray, actors, group, remove_placement_group, started_here)
 
 
-def _wait_all(ray: Any, futures: list[Any]) -> list[Any]:
-    """Results in rank order; the first failure is raised with its rank and traceback."""
-    pending = list(futures)
+def _connect(ray: Any, cluster: ClusterConfig, world_size: int) -> bool:
+    """Join or start Ray; True when this call started (and so must shut down) the connection."""
+    if ray.is_initialized():
+        return False
+    if cluster.ray.address:
+        ray.init(address=cluster.ray.address, log_to_driver=True)
+        return True
+    needed = world_size * cluster.cpus_per_worker
+    num_cpus = cluster.ray.num_cpus or max(os.cpu_count() or 1, needed)
+    if num_cpus < needed:
+        raise LaunchError(
+            f"ray.num_cpus: {num_cpus} is too few for {world_size} workers × cpus_per_worker "
+            f"{cluster.cpus_per_worker}; set ray.num_cpus >= {needed} (or null for all cores)"
+        )
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def _wait_placement(ray: Any, group: Any, world_size: int, bundle: dict[str, float], timeout_s: float) -> None:
+    try:
+        ray.get(group.ready(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise LaunchError(
+            f"Ray could not reserve {world_size} bundles of {bundle} within {timeout_s:.0f} s; "
+            f"free resources now: {ray.available_resources()}. Lower cpus_per_worker / gpus_per_node, "
+            "or give Ray more nodes"
+        ) from None
+
+
+def _contracts(ray: Any, actors: list[Any], master_port: int | None, timeout_s: float) -> list[dict[str, str]]:
+    """The environment of every rank: rank 0's node address, a port free there, local ranks."""
+    nodes = ray.get([actor.node.remote() for actor in actors], timeout=timeout_s)
+    one_node = len({node_id for node_id, _ in nodes}) == 1
+    master_addr = "127.0.0.1" if one_node else nodes[0][1]
+    port = master_port or ray.get(actors[0].free_port.remote("127.0.0.1" if one_node else "0.0.0.0"),
+                                  timeout=timeout_s)
+    seen: dict[str, int] = {}
+    envs = []
+    for rank, (node_id, _) in enumerate(nodes):
+        local_rank = seen.get(node_id, 0)
+        seen[node_id] = local_rank + 1
+        envs.append(contract(master_addr, port, rank, len(actors), local_rank))
+    return envs
+
+
+def _wait_all(ray: Any, refs: list[Any], timeout_s: float) -> dict[str, Any] | None:
+    """Wait for every rank; raise the first failure as WorkerError; return rank 0's summary."""
+    rank_of = {ref: rank for rank, ref in enumerate(refs)}
+    pending = list(refs)
+    summary = None
+    deadline = time.monotonic() + timeout_s
     while pending:
-        done, pending = ray.wait(pending, num_returns=1)
+        done, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        if not done:
+            ranks = sorted(rank_of[ref] for ref in pending)
+            raise WorkerError(f"no result from ranks {ranks} within {timeout_s:.0f} s (timeout_min in the "
+                              "cluster config); their actors were stopped", None)
+        ref = done[0]
+        rank = rank_of[ref]
         try:
-            ray.get(done[0])
-        except Exception as error:  # noqa: BLE001 - RayTaskError wraps the worker's exception
-            cause = getattr(error, "cause", None)
-            if isinstance(cause, WorkerError):
-                raise WorkerError(cause.message, cause.rank) from None
-            raise WorkerError(str(error), futures.index(done[0])) from None
-    return ray.get(futures)
+            result = ray.get(ref)
+        except ray.exceptions.RayActorError as error:
+            raise WorkerError(f"the Ray actor of rank {rank} died (killed, out of memory or crashed): {error}",
+                              rank) from None
+        except ray.exceptions.RayError as error:
+            raise WorkerError(f"{type(error).__name__}: {error}", rank) from None
+        if result["status"] == "error":
+            raise WorkerError(result["message"], rank)
+        if rank == 0:
+            summary = result["summary"]
+    return summary
+
+
+def _cleanup(ray: Any, actors: list[Any], group: Any, remove_placement_group: Any, started_here: bool) -> None:
+    """Kill the actors, free the placement group, and disconnect a Ray started here."""
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception as error:  # noqa: BLE001 - cleanup goes on
+            log.debug("could not kill a Ray actor: %s", error)
+    if group is not None:
+        try:
+            remove_placement_group(group)
+        except Exception as error:  # noqa: BLE001
+            log.debug("could not remove the placement group: %s", error)
+    if started_here:
+        ray.shutdown()

@@ -46,6 +46,19 @@ def run_dir_for(config: RunConfig) -> Path:
     return Path(config.train.out_dir) / (config.train.run_name or default_run_name(config))
 
 
+def pin_run_dir(config: RunConfig) -> RunConfig:
+    """The config with an absolute ``out_dir`` and a fixed ``run_name``.
+
+    Without a name every process would derive its own timestamped folder, and processes that
+    start in different seconds (or different working directories) would write to different places.
+    Launchers pin it once, before any worker starts.
+    """
+    from layerpar.config import replace
+
+    run_dir = run_dir_for(config).resolve()
+    return replace(config, train={"out_dir": str(run_dir.parent), "run_name": run_dir.name})
+
+
 def write_run_config(run_dir: Path, config: RunConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

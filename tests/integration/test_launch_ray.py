@@ -1,52 +1,76 @@
-"""End-to-end through the Ray coordinator on a real local Ray (one Ray per test module)."""
+"""Ray end to end on a real local Ray: one Ray for this module, reused (not shut down) by the
+launcher; a failing rank reaches the driver as WorkerError; actors and placement group are freed."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 
-from layerpar.config import load_config
+from layerpar.config import RunConfig, load_config
 from layerpar.errors import WorkerError
-from layerpar.launchers import launch_training
-from layerpar.launchers.cluster import load_cluster_config
+from layerpar.launchers import launch_training, load_cluster_config
 
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = ROOT / "cluster_configs" / "ray_local.yaml"
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():  # another module's Ray: reuse it, leave it to its owner
+        yield
+        return
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
-def _config(out: Path, *extra: str):
-    return load_config(ROOT / "configs" / "digits_tiny.yaml", [
-        "data.train_limit=320", "train.batch_size=32", "train.epochs=1", "train.progress=false",
-        f"train.out_dir={out}", "train.run_name=ray", "layerpar.warmup_epochs=0.3", *extra])
+def tiny_config(out: Path, name: str) -> RunConfig:
+    return load_config(None, [
+        "data.dataset=digits", "model.name=resnet20", "data.train_limit=256", "train.batch_size=32",
+        "train.epochs=1", "parallel.stages=2", "parallel.balance=blocks", "layerpar.warmup_epochs=0.25",
+        "train.progress=false", "parallel.timeout_s=60", f"train.out_dir={out}", f"train.run_name={name}",
+    ])
 
 
-@pytest.mark.timeout(240)
-def test_ray_trains_end_to_end(local_ray, tmp_path: Path) -> None:
-    record = launch_training(_config(tmp_path), load_cluster_config(ROOT / "cluster_configs/ray_local.yaml"))
-    assert record is not None and 0.0 <= record["final_test_acc"] <= 1.0
-    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
-    assert summary["final_test_acc"] == record["final_test_acc"]
-    assert (tmp_path / "ray" / "model.pt").is_file()
+def wait_for_free_cpus(expected: float, timeout_s: float = 20.0) -> float:
+    """Ray frees a killed actor's resources asynchronously."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        free = ray.available_resources().get("CPU", 0.0)
+        if free >= expected or time.monotonic() > deadline:
+            return free
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(180)
+def test_ray_trains_end_to_end(local_ray, tmp_path: Path, monkeypatch) -> None:
+    # A relative out_dir: the actors' working directory is Ray's, so the launcher pins it absolute.
+    monkeypatch.chdir(tmp_path)
+    record = launch_training(tiny_config(Path("runs"), "x"), load_cluster_config(CLUSTER))
+    run_dir = tmp_path / "runs" / "x"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert isinstance(summary["final_test_acc"], float) and 0.0 <= summary["final_test_acc"] <= 1.0
+    assert record is not None and record["final_test_acc"] == summary["final_test_acc"]
+    assert (run_dir / "model.pt").is_file() and len(list(run_dir.glob("checkpoint/rank*.pt"))) == 2
     assert ray.is_initialized(), "the launcher must not shut down a Ray it did not start"
+    assert wait_for_free_cpus(2.0) == 2.0, "actors / placement group left behind"
 
 
-@pytest.mark.timeout(240)
-def test_worker_failure_reaches_driver_with_rank(local_ray, tmp_path: Path) -> None:
-    # A worker whose data cache is a file cannot load data: the error must name its rank.
-    bad_cache = tmp_path / "not-a-dir"
-    bad_cache.write_text("x")
-    config = _config(tmp_path, "data.dataset=mnist", f"data.cache_dir={bad_cache}")
+@pytest.mark.timeout(180)
+def test_ray_worker_failure_names_the_rank(local_ray, tmp_path: Path) -> None:
     with pytest.raises(WorkerError) as caught:
-        launch_training(config, load_cluster_config(ROOT / "cluster_configs/ray_local.yaml"))
-    assert caught.value.rank is not None
-    assert "rank" in str(caught.value)
+        launch_training(tiny_config(tmp_path, "never-ran"), load_cluster_config(CLUSTER), resume=True)
+    error = caught.value
+    assert error.rank in (0, 1)
+    assert f"rank{error.rank}.pt does not exist" in error.message and "Traceback" in error.message
+    assert ray.is_initialized()
+    assert wait_for_free_cpus(2.0) == 2.0, "actors / placement group left behind after a failure"

@@ -1,0 +1,61 @@
+"""Slurm end to end on a real single-node Slurm cluster (tests/helpers/slurm_cluster.py):
+``run_blocking`` renders the sbatch script, submits it with sbatch, polls scontrol and returns
+rank 0's summary; a failing rank comes back as WorkerError with its rank."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from layerpar.config import RunConfig, load_config
+from layerpar.errors import WorkerError
+from layerpar.launchers import launch_training, load_cluster_config
+from layerpar.launchers.cluster import ClusterConfig
+from tests.helpers.slurm_cluster import slurm_cluster_fixture
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+slurm_cluster = slurm_cluster_fixture()
+
+
+@pytest.fixture
+def cluster(slurm_cluster, monkeypatch) -> ClusterConfig:
+    """slurm_cpu.yaml, pointed at the test cluster, with this interpreter on the compute node."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf_path))
+    shipped = load_cluster_config(ROOT / "cluster_configs" / "slurm_cpu.yaml")
+    return dataclasses.replace(shipped, timeout_min=2.5, slurm=dataclasses.replace(shipped.slurm, python=sys.executable))
+
+
+def tiny_config(out: Path, name: str) -> RunConfig:
+    return load_config(None, [
+        "data.dataset=digits", "model.name=resnet20", "data.train_limit=256", "train.batch_size=32",
+        "train.epochs=1", "parallel.stages=2", "parallel.balance=blocks", "layerpar.warmup_epochs=0.25",
+        "train.progress=false", "parallel.timeout_s=60", f"train.out_dir={out}", f"train.run_name={name}",
+    ])
+
+
+@pytest.mark.timeout(180)
+def test_slurm_trains_end_to_end(cluster: ClusterConfig, tmp_path: Path, capsys) -> None:
+    record = launch_training(tiny_config(tmp_path, "x"), cluster)
+    run_dir = tmp_path / "x"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert isinstance(summary["final_test_acc"], float) and 0.0 <= summary["final_test_acc"] <= 1.0
+    assert record is not None and record["final_test_acc"] == summary["final_test_acc"]
+    assert (run_dir / "model.pt").is_file() and (run_dir / "job.sbatch").is_file()
+    logs = list((run_dir / "slurm_logs").glob("layerpar-x-*.out"))
+    assert len(logs) == 1 and "rendezvous 127.0.0.1:" in logs[0].read_text()
+    assert "submitted Slurm job" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(180)
+def test_slurm_worker_failure_names_the_rank(cluster: ClusterConfig, tmp_path: Path) -> None:
+    with pytest.raises(WorkerError) as caught:
+        launch_training(tiny_config(tmp_path, "never-ran"), cluster, resume=True)
+    error = caught.value
+    assert error.rank in (0, 1)
+    assert "FAILED" in error.message and "does not exist" in error.message
