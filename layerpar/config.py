@@ -136,6 +136,8 @@ class TrainConfig:
     """Each run writes metrics.jsonl, summary.json and checkpoint.pt under out_dir/run_name."""
     run_name: str | None = None
     progress: bool = True
+    stop_at_step: int | None = None
+    """Stop after this many steps (of the full schedule) and checkpoint; ``--resume`` goes on."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

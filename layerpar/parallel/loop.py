@@ -58,12 +58,16 @@ def train_loop(
     *,
     log_every: int = 10,
     eval_every: int = 1,
+    stop_at_step: int | None = None,
 ) -> LoopResult:
-    """Run steps ``runner.step .. schedule.total_steps``; evaluate at epoch ends (untimed)."""
+    """Run steps ``runner.step .. schedule.total_steps`` (or ``stop_at_step``); evaluate at epoch
+    ends (untimed).  The schedule (learning rate, β, serial phases) is that of the whole run, so
+    a stopped run resumed later follows exactly the path of an uninterrupted one."""
     result = LoopResult(final_test_acc=None, train_time_s=0.0, steps=schedule.total_steps)
     pending: list[dict[str, float]] = []
     epoch_count = 0
-    for step in range(runner.step, schedule.total_steps):
+    end = schedule.total_steps if stop_at_step is None else min(stop_at_step, schedule.total_steps)
+    for step in range(runner.step, end):
         start = time.perf_counter()
         serial = schedule.is_serial(step)
         runner.begin(step, schedule.beta_at(step))
@@ -75,7 +79,8 @@ def train_loop(
         metrics.update(step=step, serial=float(serial), step_time_s=elapsed, train_time_s=result.train_time_s)
         pending.append(metrics)
         last_of_epoch = (step + 1) % steps_per_epoch == 0 or step + 1 == schedule.total_steps
-        if len(pending) >= log_every or last_of_epoch:
+        stopping = step + 1 == end
+        if len(pending) >= log_every or last_of_epoch or stopping:
             merged = runner.gather(pending)
             pending = []
             if merged is not None and sink is not None:

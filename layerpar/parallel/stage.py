@@ -149,6 +149,11 @@ class StageWorker:
         """Start a step on this worker's shard ``(x, y)``; ``beta`` is this step's β."""
         self._state = _StepState(x=x.to(self.device, self.dtype), y=y.to(self.device), beta=beta)
         self.module.train()
+        # Every worker contributes to the AuxNet all-reduce, including those with no boundary
+        # loss this step (the last module, serial steps): clear last step's summed gradients,
+        # or they would be re-added to every later step.
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.zero_grad(set_to_none=True)
 
     @property
     def state(self) -> _StepState:
@@ -282,8 +287,6 @@ class StageWorker:
         s = self.state
         if not self.trains_aux or s.aux_out is None or self.is_last or s.state_target is None:
             return
-        assert self.aux_optimizer is not None
-        self.aux_optimizer.zero_grad(set_to_none=True)
         multiplier = s.aux_out.multipliers[self.stage]
         use_multiplier = self.config.layerpar.method == "al"
         loss = aux_loss(

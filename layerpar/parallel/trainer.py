@@ -80,7 +80,7 @@ class InProcessTrainer:
             result = train_loop(
                 self.runner, self.data.schedule, self.data.plan.steps_per_epoch,
                 self.config.train.batch_size, self.evaluate, recorder,
-                eval_every=self.config.train.eval_every,
+                eval_every=self.config.train.eval_every, stop_at_step=self.config.train.stop_at_step,
             )
         finally:
             recorder.close()
