@@ -83,9 +83,8 @@ class AuxConfig:
 class LayerParConfig:
     """Local losses and their schedules (DESIGN.md §2)."""
 
-    method: Method = "penalty"
-    """penalty (m ≡ 0) or al (augmented Lagrangian with predicted multipliers).  Penalty is the
-    default: in our screen (results/parity) AL diverged after the warm-up in every setting tried."""
+    method: Method = "al"
+    """penalty (m ≡ 0) or al (augmented Lagrangian with predicted multipliers); see docs/parity.md."""
     beta: float = 0.01
     """Penalty weight β of (β/2)||h − a||², summed over a sample's features."""
     beta_final: float | None = None

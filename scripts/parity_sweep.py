@@ -80,9 +80,11 @@ def run_one(name: str, overrides: list[str], out: Path, tag: str) -> dict:
     return record
 
 
-def stage1(out: Path) -> None:
+def stage1(out: Path, only: list[str] | None = None, prefix: str = "screen") -> None:
     for name, extra in VARIANTS.items():
-        run_one(name, SCREEN_BASE + extra, out, f"screen-{name}-fmnist20k-K2-s0")
+        if only and name not in only:
+            continue
+        run_one(name, SCREEN_BASE + extra, out, f"{prefix}-{name}-fmnist20k-K2-s0")
 
 
 def stage2(out: Path, variant: str, seeds: int) -> None:
@@ -110,9 +112,11 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="results/parity")
     parser.add_argument("--variant", default="al-b0.01-hybrid0.5")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", help="comma list of variants (stage 1)")
+    parser.add_argument("--prefix", default="screen", help="file name prefix of stage-1 runs")
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = True
     if args.stage == 1:
-        stage1(Path(args.out))
+        stage1(Path(args.out), args.only.split(",") if args.only else None, args.prefix)
     else:
         stage2(Path(args.out), args.variant, args.seeds)
