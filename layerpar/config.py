@@ -131,6 +131,8 @@ class TrainConfig:
     dtype: Literal["float32", "float64"] = "float32"
     eval_every: int = 1
     """Evaluate every N epochs (and always at the end)."""
+    eval_every_steps: int | None = None
+    """Also evaluate every N steps (finer accuracy-versus-time curves; evaluation is untimed)."""
     out_dir: str = "runs"
     """Each run writes metrics.jsonl, summary.json and checkpoint.pt under out_dir/run_name."""
     run_name: str | None = None

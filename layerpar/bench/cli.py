@@ -23,6 +23,11 @@ def add_bench_parser(sub: Any) -> None:
     bench.add_argument("--steps", type=int, default=30, help="timed steps per repeat (after warm-up)")
     bench.add_argument("--warmup-steps", type=int, default=5)
     bench.add_argument("--microbatches", type=int, default=4, help="M for pipeline arms")
+    bench.add_argument("--train", action="store_true",
+                       help="also train serial and layer-parallel arms to the end: final accuracy, "
+                       "time-to-target, accuracy-vs-time plot")
+    bench.add_argument("--target", type=float, help="target test accuracy (default: serial's final − 0.005)")
+    bench.add_argument("--eval-every-steps", type=int, help="evaluate every N steps in --train runs")
     bench.add_argument("--out", default="results", help="results folder")
     bench.add_argument("--name", help="run name (default: derived from config and time)")
 

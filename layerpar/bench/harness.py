@@ -87,8 +87,11 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     if unknown:
         raise ConfigError(f"arms {unknown} are not implemented in this version; available: {', '.join(IMPLEMENTED)}")
     stage_counts = [int(k) for k in args.stages.split(",")]
+    train_config = config
     needed = (args.warmup_steps + args.steps) * config.train.batch_size
-    config = replace(config, data={"train_limit": max(needed, config.train.batch_size)})
+    # Step timing needs only the batches it times (train_limit never grows past the preset's).
+    limit = min(needed, config.data.train_limit or needed)
+    config = replace(config, data={"train_limit": max(limit, config.train.batch_size)})
     name = args.name or time.strftime(f"bench-{config.model.name}-{config.data.dataset}-%Y%m%d-%H%M%S")
     out = Path(args.out) / name
     out.mkdir(parents=True, exist_ok=True)
@@ -104,8 +107,34 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             bar.update(1)
     bar.close()
     summary = [_summarise(arm, devices, runs, config, args) for (arm, devices), runs in raw.items()]
+    if args.train:
+        _train_arms(summary, train_config, out, args)
     _write(out, summary, args)
     return summary
+
+
+TRAINED_ARMS = ("serial", "layerpar", "layerpar-penalty", "layerpar-al")
+
+
+def _train_arms(summary: list[dict[str, Any]], config: RunConfig, out: Path, args: argparse.Namespace) -> None:
+    """Train serial and layer-parallel arms to the end; fill accuracy and time-to-target."""
+    from layerpar.bench.accuracy import plot_accuracy, time_to_target, train_arm
+
+    rows = [r for r in summary if r["arm"] in TRAINED_ARMS]
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for row in tqdm(sorted(rows, key=lambda r: r["arm"] != "serial"), desc="train arms", unit="run"):
+        record = train_arm(row["arm"], row["devices"], config, out, args.eval_every_steps)
+        row["final_test_acc"] = record["final_test_acc"]
+        row["train_time_s"] = record["train_time_s"]
+        row["epochs_log"] = record["epochs_log"]
+        curves[f"{row['arm']} K={row['devices']}"] = record["epochs_log"]
+    serial = next((r for r in rows if r["arm"] == "serial"), None)
+    target = args.target if args.target is not None else (
+        serial["final_test_acc"] - 0.005 if serial is not None else None)
+    for row in rows:
+        row["target_acc"] = target
+        row["time_to_target_s"] = time_to_target(row["epochs_log"], target) if target is not None else None
+    plot_accuracy(out, curves, target)
 
 
 def _summarise(arm: str, devices: int, runs: list[dict[str, Any]], config: RunConfig, args: argparse.Namespace) -> dict[str, Any]:
@@ -131,30 +160,55 @@ def _summarise(arm: str, devices: int, runs: list[dict[str, Any]], config: RunCo
     }
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run (written with every result)."""
+    parts = ["layerpar bench"]
+    for key in ("config", "arms", "stages", "repeats", "steps", "warmup_steps", "microbatches", "target",
+                "eval_every_steps"):
+        value = getattr(args, key, None)
+        if value is not None:
+            parts.append(f"--{key.replace('_', '-')} {value}")
+    parts += [f"--set {o}" for o in args.overrides]
+    if args.train:
+        parts.append("--train")
+    return " ".join(parts)
+
+
 def _write(out: Path, summary: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    command = "layerpar bench " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        if k in ("config", "arms", "stages", "repeats", "steps", "warmup_steps", "microbatches") and v is not None)
+    command = _command_line(args)
     (out / "summary.json").write_text(json.dumps({"command": command, "results": summary}, indent=2) + "\n")
     serial = next((r["step_time_s_median"] for r in summary if r["arm"] == "serial"), None)
     lines = [f"Command: `{command}`", "",
-             "| arm | devices | step time (s, median) | spread | samples/s | speedup vs serial | speedup vs best pipeline (same K) | bytes/step | peak mem/worker (MB) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| arm | devices | step time (s, median) | spread | samples/s | speedup vs serial | speedup vs best pipeline (same K) | bytes/step | peak mem/worker (MB) | final test acc | time to target (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     table = Table(title="layerpar bench")
-    for column in ("arm", "K", "step s", "samples/s", "vs serial", "vs pipeline", "bytes/step"):
+    for column in ("arm", "K", "step s", "samples/s", "vs serial", "vs pipeline", "bytes/step", "test acc", "to target s"):
         table.add_column(column)
     for r in summary:
         pipes = [p["step_time_s_median"] for p in summary if p["arm"] in ("gpipe", "1f1b") and p["devices"] == r["devices"]]
         vs_serial = f"{serial / r['step_time_s_median']:.2f}x" if serial else "-"
         vs_pipe = f"{min(pipes) / r['step_time_s_median']:.2f}x" if pipes else "-"
         lines.append(f"| {r['arm']} | {r['devices']} | {r['step_time_s_median']:.4f} | {r['step_time_s_spread']:.4f} | "
-                     f"{r['samples_per_s']:.0f} | {vs_serial} | {vs_pipe} | {r['bytes_per_step']:,.0f} | {r['peak_mem_mb']:.0f} |")
+                     f"{r['samples_per_s']:.0f} | {vs_serial} | {vs_pipe} | {r['bytes_per_step']:,.0f} | {r['peak_mem_mb']:.0f} | "
+                     f"{_fmt(r.get('final_test_acc'), '.4f')} | {_time_to_target_cell(r)} |")
         table.add_row(r["arm"], str(r["devices"]), f"{r['step_time_s_median']:.4f}", f"{r['samples_per_s']:.0f}",
-                      vs_serial, vs_pipe, f"{r['bytes_per_step']:,.0f}")
+                      vs_serial, vs_pipe, f"{r['bytes_per_step']:,.0f}", _fmt(r.get("final_test_acc"), ".4f"),
+                      _time_to_target_cell(r))
     (out / "table.md").write_text("\n".join(lines) + "\n")
     Console().print(table)
     _plot(out, summary, serial)
     print(f"results: {out}")
+
+
+def _time_to_target_cell(row: dict[str, Any]) -> str:
+    if row.get("final_test_acc") is None:
+        return "not measured"
+    value = row.get("time_to_target_s")
+    return f"not reached (target {row['target_acc']:.4f})" if value is None else f"{value:.1f}"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "not measured" if value is None else format(value, spec)
 
 
 def _plot(out: Path, summary: list[dict[str, Any]], serial: float | None) -> None:

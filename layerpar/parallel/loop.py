@@ -59,13 +59,13 @@ def train_loop(
     log_every: int = 10,
     eval_every: int = 1,
     stop_at_step: int | None = None,
+    eval_every_steps: int | None = None,
 ) -> LoopResult:
     """Run steps ``runner.step .. schedule.total_steps`` (or ``stop_at_step``); evaluate at epoch
     ends (untimed).  The schedule (learning rate, β, serial phases) is that of the whole run, so
     a stopped run resumed later follows exactly the path of an uninterrupted one."""
     result = LoopResult(final_test_acc=None, train_time_s=0.0, steps=schedule.total_steps)
     pending: list[dict[str, float]] = []
-    epoch_count = 0
     end = schedule.total_steps if stop_at_step is None else min(stop_at_step, schedule.total_steps)
     for step in range(runner.step, end):
         start = time.perf_counter()
@@ -87,19 +87,19 @@ def train_loop(
                 for record in merged:
                     record["samples_per_s"] = batch_size / record["step_time_s"]
                     sink.step(record)
-        if last_of_epoch:
-            epoch_count += 1
-            is_end = step + 1 == schedule.total_steps
-            if is_end or epoch_count % eval_every == 0:
-                acc = evaluate()
-                record = {
-                    "epoch": (step + 1) / steps_per_epoch,
-                    "step": step + 1,
-                    "test_acc": acc,
-                    "train_time_s": result.train_time_s,
-                }
-                result.epochs.append(record)
-                result.final_test_acc = acc
-                if sink is not None and runner.is_main:
-                    sink.epoch(record)
+        is_end = step + 1 == schedule.total_steps
+        epoch_done = (step + 1) % steps_per_epoch == 0 and ((step + 1) // steps_per_epoch) % eval_every == 0
+        step_due = eval_every_steps is not None and (step + 1) % eval_every_steps == 0
+        if is_end or epoch_done or step_due:
+            acc = evaluate()
+            record = {
+                "epoch": (step + 1) / steps_per_epoch,
+                "step": step + 1,
+                "test_acc": acc,
+                "train_time_s": result.train_time_s,
+            }
+            result.epochs.append(record)
+            result.final_test_acc = acc
+            if sink is not None and runner.is_main:
+                sink.epoch(record)
     return result

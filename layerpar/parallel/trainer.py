@@ -81,6 +81,7 @@ class InProcessTrainer:
                 self.runner, self.data.schedule, self.data.plan.steps_per_epoch,
                 self.config.train.batch_size, self.evaluate, recorder,
                 eval_every=self.config.train.eval_every, stop_at_step=self.config.train.stop_at_step,
+                eval_every_steps=self.config.train.eval_every_steps,
             )
         finally:
             recorder.close()

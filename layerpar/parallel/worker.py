@@ -95,6 +95,7 @@ def _train(config: RunConfig, rank: int, device: torch.device, resume: bool) -> 
             runner, data.schedule, data.plan.steps_per_epoch, config.train.batch_size,
             lambda: evaluate_chain(worker, data.test, data.bn_images), recorder,
             eval_every=config.train.eval_every, stop_at_step=config.train.stop_at_step,
+            eval_every_steps=config.train.eval_every_steps,
         )
     finally:
         if recorder is not None:

@@ -1,0 +1,49 @@
+"""`layerpar bench` end to end on a tiny preset: every arm runs, results have the documented shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from layerpar.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIRED = ("arm", "stages", "devices", "step_time_s_median", "step_time_s_spread", "samples_per_s",
+            "final_test_acc", "time_to_target_s", "peak_mem_mb", "bytes_per_step", "config", "git_commit", "torch")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_writes_summary_table_and_plots(tmp_path: Path) -> None:
+    code = main(["bench", "--config", str(ROOT / "configs/digits_tiny.yaml"), "--arms", "serial,layerpar,ddp,gpipe,1f1b",
+                 "--stages", "2", "--repeats", "1", "--steps", "2", "--warmup-steps", "1", "--train",
+                 "--eval-every-steps", "10", "--out", str(tmp_path), "--name", "b"])
+    assert code == 0
+    out = tmp_path / "b"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"].startswith("layerpar bench")
+    rows = {(r["arm"], r["devices"]): r for r in summary["results"]}
+    assert set(rows) == {("serial", 1), ("layerpar", 2), ("ddp", 2), ("gpipe", 2), ("1f1b", 2)}
+    for row in rows.values():
+        assert all(key in row for key in REQUIRED), row.keys()
+        assert row["step_time_s_median"] > 0
+    # Trained arms have accuracy; exact-gradient arms are step-time only.
+    assert 0 < rows[("serial", 1)]["final_test_acc"] <= 1
+    assert rows[("serial", 1)]["time_to_target_s"] is not None  # serial reaches its own target
+    assert rows[("ddp", 2)]["final_test_acc"] is None
+    # Counted bytes: layer-parallel sends one adjoint per step (plus the AuxNet all-reduce),
+    # GPipe an activation and a gradient per micro-batch.
+    assert 0 < rows[("layerpar", 2)]["bytes_per_step"] < rows[("gpipe", 2)]["bytes_per_step"]
+    assert rows[("serial", 1)]["bytes_per_step"] == 0
+    for name in ("table.md", "speedup.png", "accuracy_vs_time.png"):
+        assert (out / name).is_file(), name
+
+
+def test_unknown_arm_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--config", str(ROOT / "configs/digits_tiny.yaml"), "--arms", "serial,nope",
+                 "--out", str(tmp_path)])
+    assert code == 2
+    assert "nope" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "a rejected run must not leave a results folder"
