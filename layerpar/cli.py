@@ -7,6 +7,7 @@
     layerpar data fetch fashion_mnist
     layerpar eval runs/<run>/model.pt
     layerpar info --config configs/demo.yaml                    # partition and AuxNet cost
+    layerpar plot runs/<run>                                    # diagnostics.png
     layerpar bench --config configs/bench_demo.yaml --arms serial,layerpar --stages 2
 """
 
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="test accuracy of a saved model (runs/<run>/model.pt)")
     evaluate.add_argument("checkpoint", help="a model.pt, or the run folder holding it")
     evaluate.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
+
+    plot = sub.add_parser("plot", help="(re)draw diagnostics.png of a run folder")
+    plot.add_argument("run_dir")
 
     info = sub.add_parser("info", help="show the partition, boundary shapes and AuxNet cost of a config")
     _add_run_args(info)
@@ -158,6 +162,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from layerpar.errors import ConfigError
+    from layerpar.parallel.diagnostics_plot import plot_diagnostics
+
+    if not (Path(args.run_dir) / "metrics.jsonl").is_file():
+        raise ConfigError(f"{args.run_dir} has no metrics.jsonl: pass a run folder (runs/<run>)")
+    print(plot_diagnostics(args.run_dir))
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "launch": cmd_launch,
@@ -165,6 +179,7 @@ COMMANDS = {
     "data": cmd_data,
     "eval": cmd_eval,
     "info": cmd_info,
+    "plot": cmd_plot,
 }
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from layerpar.parallel.schedule import StepSchedule
-from layerpar.parallel.stage import PARALLEL_PROGRAM, SERIAL_PROGRAM
+from layerpar.parallel.stage import DIAGNOSTIC_PROGRAM, PARALLEL_PROGRAM, SERIAL_PROGRAM
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +91,28 @@ def train_loop(
         epoch_done = (step + 1) % steps_per_epoch == 0 and ((step + 1) // steps_per_epoch) % eval_every == 0
         step_due = eval_every_steps is not None and (step + 1) % eval_every_steps == 0
         if is_end or epoch_done or step_due:
+            diagnostics = diagnose(runner, schedule)
             acc = evaluate()
             record = {
                 "epoch": (step + 1) / steps_per_epoch,
                 "step": step + 1,
                 "test_acc": acc,
                 "train_time_s": result.train_time_s,
+                **diagnostics,
             }
             result.epochs.append(record)
             result.final_test_acc = acc
             if sink is not None and runner.is_main:
                 sink.epoch(record)
     return result
+
+
+def diagnose(runner: Runner, schedule: StepSchedule) -> dict[str, float]:
+    """Per-boundary AuxNet errors on a fixed training batch (step 0's), untimed.
+
+    The same serial pass runs on every worker, so every process must call this together.
+    """
+    runner.begin(0, schedule.beta)
+    runner.run(DIAGNOSTIC_PROGRAM)
+    merged = runner.gather([runner.take_metrics()])
+    return merged[0] if merged else {}

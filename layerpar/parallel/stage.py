@@ -58,6 +58,13 @@ SERIAL_PROGRAM: tuple[tuple[str, bool], ...] = (
     ("finish_aux_update", False),
 )
 
+DIAGNOSTIC_PROGRAM: tuple[tuple[str, bool], ...] = (
+    ("serial_forward", False),
+    ("serial_backward", True),
+    ("diagnose", False),
+)
+"""A serial pass that measures how well the AuxNet predicts states and adjoints; no update."""
+
 Oracle = Callable[[torch.Tensor, torch.Tensor, int], AuxOutput]
 
 
@@ -264,6 +271,27 @@ class StageWorker:
         if not self.is_first:
             assert s.u is not None and s.u.grad is not None
             s.sends.append(self.comm.isend(s.u.grad, self.prev_rank))
+
+    def diagnose(self) -> None:
+        """After a serial pass: AuxNet state error ||a_k − h_k||/||h_k|| and multiplier error
+        ||m_k − v_k||/||v_k|| against the true activation and adjoint; then discard the pass."""
+        s = self.state
+        if s.aux_out is not None and s.state_target is not None and not self.is_last:
+            s.metrics[f"aux_state_error/{self.stage}"] = constraint_residual(
+                s.state_target, s.aux_out.states[self.stage].detach())
+            multiplier = s.aux_out.multipliers[self.stage]
+            if multiplier is not None and s.multiplier_target is not None:
+                s.metrics[f"multiplier_error/{self.stage}"] = constraint_residual(
+                    s.multiplier_target, multiplier.detach())
+        s.metrics.pop(f"residual/{self.stage}", None)
+        s.metrics.pop(f"local_loss/{self.stage}", None)
+        for key in ("loss", "acc"):
+            s.metrics.pop(key, None)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.zero_grad(set_to_none=True)
+        for handle in s.sends:
+            handle.wait()
 
     # ---------------------------------------------------------------------------- updates
 

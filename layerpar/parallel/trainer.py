@@ -124,6 +124,10 @@ def finish_run(run_dir: Path, config: RunConfig, result: LoopResult, setup: Setu
         **environment(),
     }
     write_json_atomic(run_dir / "summary.json", record)
+    if (run_dir / "metrics.jsonl").is_file():
+        from layerpar.parallel.diagnostics_plot import plot_diagnostics
+
+        plot_diagnostics(run_dir)
     return RunSummary(run_dir, result.final_test_acc, result.train_time_s, result.steps, record)
 
 

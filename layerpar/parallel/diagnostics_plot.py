@@ -1,0 +1,49 @@
+"""diagnostics.png of a run: what a user checks to trust a layer-parallel run.
+
+Per evaluation: serial-composition test accuracy, the AuxNet's state error ||a_k − h_k||/||h_k||
+and multiplier error ||m_k − v_k||/||v_k|| against the true activation and adjoint; per step:
+the constraint residual ||h_k − a_k||/||h_k|| the modules trained against.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _read(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in records if r["kind"] == "step"], [r for r in records if r["kind"] == "epoch"]
+
+
+def plot_diagnostics(run_dir: str | Path) -> Path:
+    """Write ``run_dir/diagnostics.png`` from its metrics.jsonl; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    steps, evals = _read(run_dir)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot([e["epoch"] for e in evals], [e["test_acc"] for e in evals], marker="o")
+    axes[0].set(title="test accuracy (serial composition)", xlabel="epoch")
+    for prefix, axis, title in (("residual/", axes[1], "constraint residual ||h−a||/||h|| (train steps)"),
+                                ("aux_state_error/", axes[2], "AuxNet errors vs true values (eval)")):
+        source = steps if prefix == "residual/" else evals
+        xkey = "step" if prefix == "residual/" else "epoch"
+        keys = sorted({k for r in source for k in r if k.startswith(prefix) or
+                       (prefix == "aux_state_error/" and k.startswith("multiplier_error/"))})
+        for key in keys:
+            points = [(r[xkey], r[key]) for r in source if r.get(key) is not None]
+            axis.plot([p[0] for p in points], [p[1] for p in points], label=key, marker="." if source is evals else None)
+        axis.set(title=title, xlabel=xkey)
+        if keys:
+            axis.legend(fontsize=7)
+            axis.set_yscale("log")
+    fig.tight_layout()
+    path = run_dir / "diagnostics.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,55 @@
+"""Diagnostics logged per evaluation and plotted: AuxNet state / multiplier errors, residuals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from layerpar.config import load_config
+from layerpar.parallel.trainer import LayerParallelTrainer
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_epoch_records_carry_aux_errors_and_plot_is_written(tmp_path: Path) -> None:
+    config = load_config(ROOT / "configs" / "digits_tiny.yaml", [
+        "parallel.stages=3", "data.train_limit=256", "train.batch_size=32", "train.epochs=1",
+        "train.progress=false", f"train.out_dir={tmp_path}", "train.run_name=r", "layerpar.method=al"])
+    trainer = LayerParallelTrainer(config)
+    before = [p.detach().clone() for p in trainer.setup.model.parameters()]
+    summary = trainer.fit()
+    run = tmp_path / "r"
+    evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"epoch"' in x]
+    assert evals, "no evaluation record"
+    for boundary in (0, 1):
+        assert evals[-1][f"aux_state_error/{boundary}"] >= 0
+        assert evals[-1][f"multiplier_error/{boundary}"] >= 0
+    assert (run / "diagnostics.png").stat().st_size > 0
+    assert summary.final_test_acc is not None
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.setup.model.parameters()))
+
+
+def test_diagnostic_pass_changes_no_parameter(tmp_path: Path) -> None:
+    from layerpar.parallel.loop import diagnose
+
+    config = load_config(ROOT / "configs" / "digits_tiny.yaml", [
+        "data.train_limit=256", "train.batch_size=32", f"train.out_dir={tmp_path}", "train.progress=false"])
+    trainer = LayerParallelTrainer(config)
+    params = [p.detach().clone() for w in trainer.workers for p in w.module.parameters()]
+    aux = [p.detach().clone() for w in trainer.workers for p in w.aux.parameters()]
+    result = diagnose(trainer.runner, trainer.data.schedule)
+    assert "aux_state_error/0" in result
+    assert all(torch.equal(a, p) for a, p in zip(params, [p for w in trainer.workers for p in w.module.parameters()]))
+    assert all(torch.equal(a, p) for a, p in zip(aux, [p for w in trainer.workers for p in w.aux.parameters()]))
+    assert all(w.step == 0 for w in trainer.workers)
+
+
+@pytest.mark.parametrize("missing", ["metrics.jsonl"])
+def test_plot_command_needs_a_run_folder(tmp_path: Path, missing: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from layerpar.cli import main
+
+    assert main(["plot", str(tmp_path)]) == 2
+    assert missing in capsys.readouterr().err
