@@ -77,6 +77,8 @@ class AuxConfig:
     """Adam learning rate of the AuxNet."""
     multiplier_heads: bool = True
     """Predict the multipliers m_k (augmented Lagrangian); ignored by the penalty method."""
+    label_conditioned_multipliers: bool = False
+    """Let the multiplier heads see the labels (the true adjoint depends on them)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

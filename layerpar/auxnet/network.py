@@ -75,19 +75,27 @@ class AuxNet(nn.Module):
         segments: list[nn.Module],
         adapters: list[nn.Module],
         heads: list[nn.Module] | None,
+        label_film: list[nn.Embedding] | None = None,
     ) -> None:
         super().__init__()
         self.stem = stem
         self.segments = nn.ModuleList(segments)
         self.adapters = nn.ModuleList(adapters)
         self.heads = nn.ModuleList(heads) if heads is not None else None
+        # The true multiplier (the per-sample adjoint) depends on the label; every worker draws
+        # the labels too, so the multiplier heads may see them (FiLM, zero-initialised).
+        self.label_film = nn.ModuleList(label_film) if label_film is not None else None
 
     @property
     def num_boundaries(self) -> int:
         return len(self.adapters)
 
     def forward(
-        self, x: torch.Tensor, cond: torch.Tensor | None = None, upto: int | None = None
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        upto: int | None = None,
+        labels: torch.Tensor | None = None,
     ) -> AuxOutput:
         last = self.num_boundaries - 1 if upto is None else min(upto, self.num_boundaries - 1)
         features = self.stem(x)
@@ -96,8 +104,26 @@ class AuxNet(nn.Module):
         for k in range(last + 1):
             features = self.segments[k](features)
             states.append(self.adapters[k](features))
-            multipliers.append(self.heads[k](features) if self.heads is not None else None)
+            multipliers.append(self._multiplier(k, features, labels) if self.heads is not None else None)
         return AuxOutput(states, multipliers)
+
+
+    def _multiplier(self, k: int, features: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        assert self.heads is not None
+        if self.label_film is not None and labels is not None:
+            scale, shift = self.label_film[k](labels).chunk(2, dim=1)
+            view = (-1, scale.shape[1]) + (1,) * (features.dim() - 2)
+            features = features * (1 + scale.view(view)) + shift.view(view)
+        return self.heads[k](features)
+
+
+def _label_film(width: int, num_classes: int | None, boundaries: int) -> list[nn.Embedding] | None:
+    if not num_classes:
+        return None
+    films = [nn.Embedding(num_classes, 2 * width) for _ in range(boundaries)]
+    for film in films:
+        nn.init.zeros_(film.weight)
+    return films
 
 
 def build_auxnet(
@@ -107,15 +133,22 @@ def build_auxnet(
     width: int = 8,
     blocks_per_stage: int = 1,
     multiplier_heads: bool = True,
+    label_classes: int | None = None,
 ) -> AuxNet:
     """An AuxNet for inputs of ``input_shape`` predicting boundaries of ``boundary_shapes``.
 
     Shapes exclude the batch dimension.  Image inputs get a convolutional trunk that follows
     the boundaries' down-sampling; if every boundary is a vector the trunk is an MLP.
+    ``label_classes`` lets the multiplier heads see the labels (FiLM).
     """
     if len(input_shape) == 3 and any(len(s) == 3 for s in boundary_shapes):
-        return _conv_auxnet(input_shape, boundary_shapes, width, blocks_per_stage, multiplier_heads)
-    return _mlp_auxnet(input_shape, boundary_shapes, width, blocks_per_stage, multiplier_heads)
+        aux = _conv_auxnet(input_shape, boundary_shapes, width, blocks_per_stage, multiplier_heads)
+    else:
+        aux = _mlp_auxnet(input_shape, boundary_shapes, width, blocks_per_stage, multiplier_heads)
+    films = _label_film(width, label_classes, len(boundary_shapes)) if multiplier_heads else None
+    if films is not None:
+        aux.label_film = nn.ModuleList(films)
+    return aux
 
 
 def _conv_auxnet(

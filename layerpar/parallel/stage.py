@@ -178,7 +178,8 @@ class StageWorker:
             return self.oracle(s.x, s.y, upto)
         assert self.aux is not None
         self.aux.train()
-        return self.aux(s.x, upto=upto)
+        labels = s.y if self.config.aux.label_conditioned_multipliers else None
+        return self.aux(s.x, upto=upto, labels=labels)
 
     def _multiplier(self, out: AuxOutput) -> torch.Tensor | None:
         if self.config.layerpar.method == "penalty":

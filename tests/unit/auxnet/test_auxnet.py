@@ -196,3 +196,23 @@ def test_oracle_restores_batchnorm_buffers():
     OracleAux(part.stages, F.cross_entropy)(torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3]))
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_label_conditioned_multiplier_heads_start_unconditioned_and_learn_from_labels() -> None:
+    import torch
+
+    from layerpar.auxnet import build_auxnet
+
+    shapes = [(16, 8, 8), (32, 4, 4)]
+    aux = build_auxnet((1, 8, 8), shapes, width=8, label_classes=10)
+    x = torch.randn(6, 1, 8, 8)
+    y = torch.arange(6) % 10
+    for head in aux.heads:  # give the heads a non-zero output so conditioning is visible
+        torch.nn.init.normal_(head.proj.weight)
+    plain, conditioned = aux(x), aux(x, labels=y)
+    for a, b in zip(plain.multipliers, conditioned.multipliers):
+        torch.testing.assert_close(a, b)  # zero-initialised FiLM: no effect at start
+    torch.nn.init.normal_(aux.label_film[0].weight)
+    moved = aux(x, labels=y)
+    assert not torch.allclose(moved.multipliers[0], plain.multipliers[0])
+    torch.testing.assert_close(moved.states[0], plain.states[0])  # states never see labels
