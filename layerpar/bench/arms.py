@@ -2,7 +2,9 @@
 
 Each returns this rank's per-step wall times and the bytes it sent per step.  Bytes are counted
 by wrapping torch.distributed's point-to-point and collective calls in this process, not
-estimated from shapes.
+estimated from shapes.  ``deepspeed`` (DeepSpeed PipelineModule) and ``layerpar-minimal`` (the
+layerpar step as a plain torch.distributed loop, to measure framework overhead) live in their
+own modules; ``serial-threads`` is serial backprop on K threads of one process (informational).
 """
 
 from __future__ import annotations
@@ -23,20 +25,28 @@ _BYTES = {"sent": 0}
 
 
 def count_bytes() -> None:
-    """Count every payload this process hands to the default process group (send, all-reduce).
+    """Count every payload this process hands to a process group (send, all-reduce).
 
     torch.distributed's Python functions and pipelining call these methods; DDP's reducer calls
-    C++ directly, so ``arm_ddp`` routes its buckets through a Python communication hook.
+    C++ directly, so ``arm_ddp`` routes its buckets through a Python communication hook.  An
+    all-reduce is charged 2(n-1)/n of its tensor, n the size of *its* group (a one-rank group,
+    such as DeepSpeed's data-parallel group at one replica, sends nothing).
     """
-    world = dist.get_world_size()
-    ring = 2 * (world - 1) / world  # a ring all-reduce sends 2(n-1)/n of the tensor per rank
     pg_cls = type(dist.distributed_c10d._get_default_group())
-    for name, factor in (("allreduce", ring), ("send", 1.0)):
+
+    def ring(group: Any) -> float:
+        return 2 * (group.size() - 1) / group.size()  # a ring all-reduce sends 2(n-1)/n per rank
+
+    def whole(group: Any) -> float:
+        return 1.0
+
+    for name, factor in (("allreduce", ring), ("send", whole)):
         original = getattr(pg_cls, name)
 
-        def counted(self: Any, tensors: Any, *args: Any, _orig: Any = original, _f: float = factor, **kw: Any) -> Any:
+        def counted(self: Any, tensors: Any, *args: Any, _orig: Any = original, _f: Any = factor, **kw: Any) -> Any:
+            share = _f(self)
             for t in tensors if isinstance(tensors, (list, tuple)) else [tensors]:
-                _BYTES["sent"] += int(_f * t.numel() * t.element_size())
+                _BYTES["sent"] += int(share * t.numel() * t.element_size())
             return _orig(self, tensors, *args, **kw)
 
         setattr(pg_cls, name, counted)
@@ -85,20 +95,21 @@ def arm_serial(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[li
     return _timed(step, warmup, steps)
 
 
+def arm_serial_threads(config: RunConfig, warmup: int, steps: int, **kw: Any) -> tuple[list[float], int]:
+    """Informational: serial backprop in one process on K = ``parallel.stages`` threads."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        from layerpar.errors import ConfigError
+
+        raise ConfigError("serial-threads runs in one process (devices=1) with parallel.stages = K threads, "
+                          f"not in {dist.get_world_size()} processes")
+    torch.set_num_threads(config.parallel.stages)
+    return arm_serial(config, warmup, steps, **kw)
+
+
 def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[list[float], int]:
-    from layerpar.parallel.comm import TorchDistComm
-    from layerpar.parallel.layout import Layout
-    from layerpar.parallel.runner import DistributedRunner
-    from layerpar.parallel.setup import build_setup, make_worker
     from layerpar.parallel.stage import PARALLEL_PROGRAM
 
-    config = replace(config, layerpar={"warmup_epochs": 0, "serial_final_epochs": 0})
-    layout = Layout(config.parallel.stages, 1)
-    comm = TorchDistComm(layout.groups())
-    bounds = comm.broadcast_object(_bounds(config) if dist.get_rank() == 0 else None, src=0)
-    setup = build_setup(config, torch.device("cpu"), tuple(bounds))
-    worker = make_worker(setup, dist.get_rank(), comm, warmup + steps, own_copy=False)
-    runner = DistributedRunner(worker, _plan(config), comm)
+    runner = layerpar_runner(config, warmup + steps)
 
     def step(i: int) -> None:
         runner.begin(i, config.layerpar.beta)
@@ -106,6 +117,22 @@ def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[
         runner.take_metrics()
 
     return _timed(step, warmup, steps)
+
+
+def layerpar_runner(config: RunConfig, total_steps: int) -> Any:
+    """This rank's ``DistributedRunner`` as the ``layerpar`` arm builds it (also used by tests)."""
+    from layerpar.parallel.comm import TorchDistComm
+    from layerpar.parallel.layout import Layout
+    from layerpar.parallel.runner import DistributedRunner
+    from layerpar.parallel.setup import build_setup, make_worker
+
+    config = replace(config, layerpar={"warmup_epochs": 0, "serial_final_epochs": 0})
+    layout = Layout(config.parallel.stages, 1)
+    comm = TorchDistComm(layout.groups())
+    bounds = comm.broadcast_object(_bounds(config) if dist.get_rank() == 0 else None, src=0)
+    setup = build_setup(config, torch.device("cpu"), tuple(bounds))
+    worker = make_worker(setup, dist.get_rank(), comm, total_steps, own_copy=False)
+    return DistributedRunner(worker, _plan(config), comm)
 
 
 def _bounds(config: RunConfig) -> tuple[int, ...]:
@@ -144,7 +171,7 @@ def arm_pipeline(config: RunConfig, warmup: int, steps: int, *, schedule: str, m
     from layerpar.parallel.setup import build_model_for
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    model, input_shape, _ = build_model_for(config)
+    model, _, _ = build_model_for(config)
     box = [_bounds(config) if rank == 0 else None]
     dist.broadcast_object_list(box, src=0)
     bounds = box[0]
@@ -169,10 +196,25 @@ def arm_pipeline(config: RunConfig, warmup: int, steps: int, *, schedule: str, m
     return _timed(step, warmup, steps)
 
 
+def arm_layerpar_minimal(config: RunConfig, warmup: int, steps: int, **kw: Any) -> tuple[list[float], int]:
+    from layerpar.bench.minimal_arm import arm_layerpar_minimal as run
+
+    return run(config, warmup, steps, **kw)
+
+
+def arm_deepspeed(config: RunConfig, warmup: int, steps: int, **kw: Any) -> tuple[list[float], int]:
+    from layerpar.bench.deepspeed_arm import arm_deepspeed as run
+
+    return run(config, warmup, steps, **kw)
+
+
 ARM_FUNCTIONS: dict[str, Callable[..., tuple[list[float], int]]] = {
     "serial": arm_serial,
     "layerpar": arm_layerpar,
     "ddp": arm_ddp,
     "gpipe": lambda c, w, s, **kw: arm_pipeline(c, w, s, schedule="gpipe", **kw),
     "1f1b": lambda c, w, s, **kw: arm_pipeline(c, w, s, schedule="1f1b", **kw),
+    "deepspeed": arm_deepspeed,
+    "serial-threads": arm_serial_threads,
+    "layerpar-minimal": arm_layerpar_minimal,
 }

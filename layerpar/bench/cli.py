@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-ARMS = ("serial", "layerpar", "ddp", "gpipe", "1f1b")
+ARMS = ("serial", "layerpar", "ddp", "gpipe", "1f1b", "deepspeed", "serial-threads", "layerpar-minimal")
 
 
 def add_bench_parser(sub: Any) -> None:
@@ -28,12 +28,46 @@ def add_bench_parser(sub: Any) -> None:
                        "time-to-target, accuracy-vs-time plot")
     bench.add_argument("--target", type=float, help="target test accuracy (default: serial's final − 0.005)")
     bench.add_argument("--eval-every-steps", type=int, help="evaluate every N steps in --train runs")
+    bench.add_argument("--predict", action="store_true",
+                       help="scaling model: profile this machine, predict every arm's step time for "
+                       "K = 1..--max-stages (and --replicas layouts), validate against --measured or "
+                       "the measurements of this run")
+    bench.add_argument("--max-stages", type=int, default=64, help="largest K to predict")
+    bench.add_argument("--replicas", default="1", help="comma list of data-parallel replicas to predict")
+    bench.add_argument("--link", default="gloo-loopback", choices=("gloo-loopback", "nvlink", "infiniband"))
+    bench.add_argument("--latency", type=float, help="override the link latency (seconds)")
+    bench.add_argument("--bandwidth", type=float, help="override the link bandwidth (bytes/s)")
+    bench.add_argument("--measured", help="a bench summary.json to validate the model against")
     bench.add_argument("--out", default="results", help="results folder")
     bench.add_argument("--name", help="run name (default: derived from config and time)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure the arms (unless only --predict with --measured is asked), then predict."""
+    from pathlib import Path
+
     from layerpar.bench.harness import run_bench
 
-    run_bench(args)
+    measured = Path(args.measured) if args.measured else None
+    out: Path | None = None
+    if not (args.predict and measured is not None):
+        out = run_bench(args)
+        measured = out / "summary.json"
+    if args.predict:
+        from layerpar.bench.predict import run_predict
+        from layerpar.config import load_config
+
+        config = load_config(args.config, args.overrides)
+        run_predict(
+            config,
+            stages_list=range(1, args.max_stages + 1),
+            replicas_list=tuple(int(r) for r in args.replicas.split(",")),
+            arms=tuple(a for a in args.arms.split(",") if a in ("serial", "layerpar", "ddp", "gpipe", "1f1b")),
+            link_name=args.link,
+            latency_s=args.latency,
+            bandwidth=args.bandwidth,
+            microbatches=args.microbatches,
+            measured_summary=measured,
+            out_dir=(out or measured.parent) / "predict",
+        )
     return 0

@@ -29,7 +29,12 @@ from layerpar.errors import ConfigError, WorkerError
 from layerpar.launchers.env import contract, free_port
 from layerpar.parallel.run import environment
 
-IMPLEMENTED = ("serial", "layerpar", "ddp", "gpipe", "1f1b")
+PIPELINE_ARMS = ("gpipe", "1f1b", "deepspeed")
+
+ONE_PROCESS_ARMS = ("serial", "serial-threads")
+"""Arms that run in one process; serial-threads uses K threads of it (informational)."""
+
+IMPLEMENTED = ("serial", "layerpar", "ddp", "gpipe", "1f1b", "deepspeed", "serial-threads", "layerpar-minimal")
 
 
 def _worker(rank: int, world: int, port: int, arm: str, config: RunConfig, warmup: int, steps: int,
@@ -80,7 +85,8 @@ def run_arm(arm: str, devices: int, config: RunConfig, warmup: int, steps: int, 
     }
 
 
-def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+def run_bench(args: argparse.Namespace) -> Path:
+    """Run every arm; returns the results folder (summary.json, table.md, plots)."""
     config = load_config(args.config, args.overrides)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in arms if a not in IMPLEMENTED]
@@ -103,14 +109,15 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         order = jobs[repeat % len(jobs):] + jobs[: repeat % len(jobs)]
         for arm, devices in order:
             k_config = replace(config, parallel={"stages": max(devices, 1)})
-            raw[(arm, devices)].append(run_arm(arm, devices, k_config, args.warmup_steps, args.steps, args.microbatches))
+            processes = 1 if arm in ONE_PROCESS_ARMS else devices
+            raw[(arm, devices)].append(run_arm(arm, processes, k_config, args.warmup_steps, args.steps, args.microbatches))
             bar.update(1)
     bar.close()
     summary = [_summarise(arm, devices, runs, config, args) for (arm, devices), runs in raw.items()]
     if args.train:
         _train_arms(summary, train_config, out, args)
     _write(out, summary, args)
-    return summary
+    return out
 
 
 TRAINED_ARMS = ("serial", "layerpar", "layerpar-penalty", "layerpar-al")
@@ -152,7 +159,7 @@ def _summarise(arm: str, devices: int, runs: list[dict[str, Any]], config: RunCo
         "time_to_target_s": None,
         "peak_mem_mb": max(r["peak_mem_mb"] for r in runs),
         "bytes_per_step": statistics.median(r["bytes_per_step"] for r in runs),
-        "microbatches": args.microbatches if arm in ("gpipe", "1f1b") else None,
+        "microbatches": args.microbatches if arm in PIPELINE_ARMS else None,
         "steps": args.steps,
         "warmup_steps": args.warmup_steps,
         "config": config.to_dict(),
@@ -185,7 +192,7 @@ def _write(out: Path, summary: list[dict[str, Any]], args: argparse.Namespace) -
     for column in ("arm", "K", "step s", "samples/s", "vs serial", "vs pipeline", "bytes/step", "test acc", "to target s"):
         table.add_column(column)
     for r in summary:
-        pipes = [p["step_time_s_median"] for p in summary if p["arm"] in ("gpipe", "1f1b") and p["devices"] == r["devices"]]
+        pipes = [p["step_time_s_median"] for p in summary if p["arm"] in PIPELINE_ARMS and p["devices"] == r["devices"]]
         vs_serial = f"{serial / r['step_time_s_median']:.2f}x" if serial else "-"
         vs_pipe = f"{min(pipes) / r['step_time_s_median']:.2f}x" if pipes else "-"
         lines.append(f"| {r['arm']} | {r['devices']} | {r['step_time_s_median']:.4f} | {r['step_time_s_spread']:.4f} | "

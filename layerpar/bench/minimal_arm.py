@@ -1,0 +1,101 @@
+"""The ``layerpar-minimal`` arm: the ``layerpar`` arm's math as one plain loop over torch.distributed.
+
+Same model, cut points, AuxNet (``build_setup``), optimisers, batches and step (penalty or AL,
+DESIGN.md §2, steps 1-8) as the ``layerpar`` arm, but none of layerpar's runtime classes: no
+StageWorker, runner or Comm, no metrics.  The gap between the two arms' step times is the
+framework's overhead.  ``tests/integration/test_bench_arms.py`` checks that one step of each
+gives the same parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+
+from layerpar.config import RunConfig
+
+
+def build_step(config: RunConfig, total_steps: int) -> tuple[Callable[[int], None], nn.Module, nn.Module]:
+    """This rank's training step ``step(i)``, its module and its AuxNet replica."""
+    from layerpar.bench.arms import _bounds, _plan
+    from layerpar.errors import ConfigError
+    from layerpar.parallel.optim import make_aux_optimizer, make_optimizer
+    from layerpar.parallel.setup import build_setup
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if world < 2 or config.parallel.stages != world:
+        raise ConfigError(f"layerpar-minimal needs K >= 2 processes and parallel.stages = K "
+                          f"(got K={world}, stages={config.parallel.stages})")
+    box = [_bounds(config) if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    setup = build_setup(config, torch.device("cpu"), tuple(box[0]))
+    module, aux = setup.partition.stages[rank], setup.aux
+    assert aux is not None
+    optimizer, scheduler = make_optimizer(module.parameters(), config.optim, total_steps)
+    aux_optimizer = make_aux_optimizer(aux, config.aux)
+    params = list(aux.parameters())
+    first, last = rank == 0, rank == world - 1
+    beta, clip, gamma = config.layerpar.beta, config.layerpar.al_step_clip, config.layerpar.gamma
+    al = config.layerpar.method == "al"
+    plan = _plan(config)
+
+    def step(i: int) -> None:
+        x, y = plan.batch(i)
+        x = x.to(setup.dtype)
+        batch = x.shape[0]
+        module.train()
+        aux.train()
+        # 1-4. Input: x, or the AuxNet's prediction of it; local loss; backward.
+        out = aux(x, upto=min(rank, world - 2))
+        u = x if first else out.states[rank - 1].detach().requires_grad_(True)
+        m = out.multipliers[rank] if al and not last else None  # penalty: m ≡ 0
+        h = module(u)
+        optimizer.zero_grad(set_to_none=True)
+        if last:
+            loss = F.cross_entropy(h, y)
+        else:
+            loss = (beta / 2) * (h - out.states[rank].detach()).pow(2).sum()
+            if m is not None:
+                loss = loss + (m.detach() * h).sum()
+            loss = loss / batch
+        loss.backward()
+        # 5. Update this module at once.  6. Send the per-sample input adjoint back.
+        optimizer.step()
+        scheduler.step()
+        send = None if first else dist.isend((u.grad * batch).contiguous(), rank - 1)
+        # 7-8. With the next module's adjoint v: λ⁺ = h + (m − v)/β, μ⁺ = v; AuxNet loss at k.
+        aux_optimizer.zero_grad(set_to_none=True)
+        if not last:
+            v = torch.empty_like(h)
+            dist.recv(v, rank + 1)
+            shift = ((m.detach() if m is not None else 0.0) - v) / beta
+            if clip is not None:
+                shift = shift.clamp(-clip, clip)
+            aux_loss = (out.states[rank] - (h.detach() + shift)).pow(2).sum() / batch
+            if m is not None and gamma > 0:
+                aux_loss = aux_loss + gamma * ((m - v).pow(2).sum() / batch)
+            aux_loss.backward()
+        # All-reduce the AuxNet gradients in one flat bucket (sum over boundaries), then step.
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        offset = 0
+        for p in params:
+            p.grad = flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        aux_optimizer.step()
+        if send is not None:
+            send.wait()
+
+    return step, module, aux
+
+
+def arm_layerpar_minimal(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[list[float], int]:
+    from layerpar.bench.arms import _timed
+
+    step, _, _ = build_step(config, warmup + steps)
+    return _timed(step, warmup, steps)

@@ -1,0 +1,139 @@
+"""The benchmark arms added beside serial/layerpar/ddp/pipelining: ``deepspeed``, ``serial-threads``
+and ``layerpar-minimal`` run through the harness; ``layerpar-minimal`` is the ``layerpar`` arm's
+math (one step of each gives the same parameters, float64, 2 gloo processes)."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import multiprocessing as mp
+import os
+import traceback
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from layerpar.bench.harness import run_arm
+from layerpar.config import RunConfig, load_config, replace
+from layerpar.launchers.env import contract, free_port
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "digits_tiny.yaml"
+
+
+def _tiny(**sections: dict[str, Any]) -> RunConfig:
+    return replace(load_config(CONFIG), **sections)
+
+
+def _check(result: dict[str, Any]) -> None:
+    assert len(result["step_times"]) == 2
+    assert all(t > 0 for t in result["step_times"])
+
+
+@pytest.mark.timeout(120)
+def test_serial_threads_runs_in_one_process_on_k_threads() -> None:
+    result = run_arm("serial-threads", 1, _tiny(parallel={"stages": 2}), 2, 2, 4)
+    _check(result)
+    assert result["bytes_per_step"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_layerpar_minimal_runs_and_sends_like_layerpar() -> None:
+    config = _tiny(parallel={"stages": 2})
+    minimal = run_arm("layerpar-minimal", 2, config, 2, 2, 4)
+    _check(minimal)
+    full = run_arm("layerpar", 2, config, 2, 2, 4)
+    # The same messages: one adjoint per boundary and one AuxNet all-reduce per step.
+    assert minimal["bytes_per_step"] == full["bytes_per_step"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)  # the first run JIT-compiles DeepSpeed's shared-memory op (~30-60 s)
+def test_deepspeed_pipeline_arm() -> None:
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed is not installed (pip install deepspeed): the deepspeed arm is optional")
+    buffers = set(glob.glob("/dev/shm/deepspeed_allreduce_buffer_*"))
+    result = run_arm("deepspeed", 2, _tiny(parallel={"stages": 2}), 2, 2, 4)
+    _check(result)
+    # Per step: an activation forwards and a gradient backwards per micro-batch, and the loss.
+    assert result["bytes_per_step"] > 0
+    assert set(glob.glob("/dev/shm/deepspeed_allreduce_buffer_*")) <= buffers, "shared-memory buffers left behind"
+
+
+# -------------------------------------------------------------------------------------------
+# layerpar-minimal is the layerpar arm's math
+
+
+def _equivalence_worker(rank: int, port: int, configs: list[RunConfig], steps: int, results: Any) -> None:
+    os.environ.update(contract("127.0.0.1", port, rank, 2, rank))
+    torch.set_num_threads(1)
+    try:
+        from layerpar.bench.arms import layerpar_runner
+        from layerpar.bench.minimal_arm import build_step
+        from layerpar.parallel.stage import PARALLEL_PROGRAM
+
+        dist.init_process_group("gloo", init_method="env://", timeout=timedelta(seconds=60))
+        outcomes = []
+        try:
+            for config in configs:
+                total = 4  # the cosine schedule's length, as in a 4-step bench run
+                start = _named(build_step(config, total)[1], "module.")
+                step, module, aux = build_step(config, total)
+                for i in range(steps):
+                    step(i)
+                minimal = {**_named(module, "module."), **_named(aux, "aux.")}
+                runner = layerpar_runner(config, total)
+                for i in range(steps):
+                    runner.begin(i, config.layerpar.beta)
+                    runner.run(PARALLEL_PROGRAM)
+                    runner.take_metrics()
+                full = {**_named(runner.worker.module, "module."), **_named(runner.worker.aux, "aux.")}
+                assert minimal.keys() == full.keys()
+                diffs = {k: float((minimal[k] - full[k]).abs().max()) if full[k].numel() else 0.0 for k in full}
+                moved = max(float((full[k] - start[k]).abs().max()) for k in start)
+                dtypes = {str(p.dtype) for p in runner.worker.module.parameters()}
+                outcomes.append((config.layerpar.method, diffs, moved, dtypes))
+        finally:
+            dist.barrier()
+            dist.destroy_process_group()
+        results.put(("ok", rank, outcomes))
+    except BaseException as error:  # noqa: BLE001
+        results.put(("error", rank, f"{error!r}\n{traceback.format_exc()}"))
+
+
+def _named(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    """Parameters and float buffers (BatchNorm statistics), as float64 copies."""
+    return {prefix + k: v.detach().double().clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+
+
+@pytest.mark.timeout(180)
+def test_minimal_step_equals_layerpar_step_float64() -> None:
+    """Same parameters, BatchNorm statistics and AuxNet after the same steps (penalty and AL;
+    two steps, so the AuxNet gradients of one step must not leak into the next)."""
+    configs = [_tiny(train={"dtype": "float64"}, layerpar={"method": method}, parallel={"stages": 2})
+               for method in ("penalty", "al")]
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_equivalence_worker, args=(r, port, configs, 2, results)) for r in range(2)]
+    for proc in procs:
+        proc.start()
+    try:
+        replies = [results.get(timeout=150) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+    errors = [reply[2] for reply in replies if reply[0] == "error"]
+    assert not errors, "\n".join(errors)
+    for _, rank, outcomes in replies:
+        assert [o[0] for o in outcomes] == ["penalty", "al"]
+        for method, diffs, moved, dtypes in outcomes:
+            assert dtypes == {"torch.float64"}, (rank, method, dtypes)
+            assert moved > 0, f"rank {rank} {method}: the steps did not change the module"
+            worst = max(diffs, key=diffs.get)
+            assert diffs[worst] <= 1e-12, f"rank {rank} {method}: {worst} differs by {diffs[worst]:.3e}"

@@ -1,0 +1,99 @@
+"""Prediction tables, validation against a bench summary, and the files written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from layerpar.bench.costmodel import LINKS, Link
+from layerpar.bench.predict import (
+    load_summary,
+    predict_table,
+    validate,
+    write_predictions,
+)
+from layerpar.errors import ConfigError
+from tests.unit.bench.fakes import hand_profile
+
+LINK = Link(latency_s=0.05, bandwidth_Bps=80.0, name="hand")
+
+
+def test_table_covers_every_layout_and_marks_impossible_ones():
+    rows = predict_table(hand_profile(), range(1, 7), [1, 2], ["serial", "layerpar", "ddp", "gpipe"], LINK, [2, 4])
+    serial = [r for r in rows if r["arm"] == "serial"]
+    assert len(serial) == 1 and serial[0]["speedup_vs_serial"] == pytest.approx(1.0)
+    layerpar = {(r["stages"], r["replicas"]): r for r in rows if r["arm"] == "layerpar"}
+    assert len(layerpar) == 12
+    assert layerpar[(5, 1)]["step_time_s"] is None and "4 blocks into 5 stages" in layerpar[(5, 1)]["note"]
+    assert layerpar[(4, 1)]["step_time_s"] is None and "no AuxNet timings for K=4" in layerpar[(4, 1)]["note"]
+    assert layerpar[(3, 1)]["step_time_s"] > 0
+    assert layerpar[(2, 1)]["step_time_s"] == pytest.approx(9.5)
+    assert layerpar[(2, 1)]["devices"] == 2 and layerpar[(2, 2)]["devices"] == 4
+    gpipe = [r for r in rows if r["arm"] == "gpipe"]
+    assert {r["microbatches"] for r in gpipe} == {2, 4}
+    assert next(r for r in gpipe if (r["stages"], r["replicas"], r["microbatches"]) == (2, 1, 2))["step_time_s"] \
+        == pytest.approx(12.6)
+    ddp = {(r["stages"], r["replicas"]): r for r in rows if r["arm"] == "ddp"}
+    assert ddp[(6, 2)]["step_time_s"] is None  # 8 samples over 12 devices
+    assert all(r["link"] == "hand" for r in rows)
+
+
+def test_unknown_arm_is_refused():
+    with pytest.raises(ConfigError, match="valid"):
+        predict_table(hand_profile(), [2], [1], ["serial", "fsdp"], LINK)
+
+
+def test_validate_matches_arm_devices_and_microbatches():
+    rows = predict_table(hand_profile(), [1, 2], [1], ["serial", "layerpar", "gpipe"], LINK, [2, 4])
+    measured = [
+        {"arm": "serial", "devices": 1, "step_time_s_median": 12.5, "microbatches": None},
+        {"arm": "layerpar", "devices": 2, "step_time_s_median": 10.0, "microbatches": None},
+        {"arm": "gpipe", "devices": 2, "step_time_s_median": 10.0, "microbatches": 2},
+        {"arm": "gpipe", "devices": 2, "step_time_s_median": 10.0, "microbatches": 8},
+    ]
+    checked = validate(rows, measured)
+    assert [c["arm"] for c in checked] == ["serial", "layerpar", "gpipe", "gpipe"]
+    assert checked[0]["rel_error"] == pytest.approx(0.0)
+    assert checked[1]["predicted_s"] == pytest.approx(9.5)
+    assert checked[1]["rel_error"] == pytest.approx(-0.05)
+    assert checked[2]["rel_error"] == pytest.approx(0.26)
+    assert checked[3]["predicted_s"] is None  # no prediction for M = 8
+    # speedups over serial from the same run: measured 12.5 / 10, predicted 12.5 / 9.5
+    assert checked[1]["measured_speedup"] == pytest.approx(1.25)
+    assert checked[1]["speedup_rel_error"] == pytest.approx((12.5 / 9.5) / 1.25 - 1)
+
+
+def test_contended_prediction_is_validated_too():
+    rows = predict_table(hand_profile(), [2], [1], ["layerpar"], LINK)
+    rows[0]["step_time_s_contended"] = 11.0
+    (checked,) = validate(rows, [{"arm": "layerpar", "devices": 2, "step_time_s_median": 10.0}])
+    assert checked["rel_error_contended"] == pytest.approx(0.1)
+
+
+def test_files_are_written(tmp_path):
+    prof = hand_profile()
+    arms = ["serial", "layerpar", "ddp", "gpipe", "1f1b"]
+    rows = predict_table(prof, range(1, 6), [1], arms, LINKS["nvlink"], 2)
+    checked = validate(rows, [{"arm": "layerpar", "devices": 2, "step_time_s_median": 10.0}])
+    paths = write_predictions(tmp_path, prof, rows, checked, LINKS["nvlink"])
+    for key in ("predictions", "profile", "scaling", "predicted_vs_measured"):
+        assert paths[key].is_file() and paths[key].stat().st_size > 0
+    data = json.loads(paths["predictions"].read_text())
+    assert data["link"]["name"] == "nvlink" and len(data["predictions"]) == len(rows)
+    assert data["validation"][0]["arm"] == "layerpar"
+
+
+def test_no_validation_plot_without_measurements(tmp_path):
+    prof = hand_profile()
+    paths = write_predictions(tmp_path, prof, predict_table(prof, [1, 2], [1], link=LINK), [], LINK)
+    assert "predicted_vs_measured" not in paths and paths["scaling"].is_file()
+
+
+def test_load_summary(tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"command": "layerpar bench", "results": [{"arm": "serial"}]}))
+    assert load_summary(path) == ("layerpar bench", [{"arm": "serial"}])
+    path.write_text("[]")
+    with pytest.raises(ConfigError, match="summary.json"):
+        load_summary(path)
