@@ -47,15 +47,27 @@ VARIANTS: dict[str, list[str]] = {
     "al-b0.01-nowarmup": ["layerpar.beta=0.01", "layerpar.warmup_epochs=0"],
     "al-b0.01-nobnre": ["layerpar.beta=0.01", "layerpar.bn_reestimate_batches=0"],
     "penalty-b0.01-hybrid0.5": ["layerpar.method=penalty", "layerpar.beta=0.01", "layerpar.serial_final_epochs=0.5"],
+    "al-b0.01-cont1-hybrid0.5": ["layerpar.beta=0.01", "layerpar.beta_final=1.0", "layerpar.serial_final_epochs=0.5"],
+    "al-b0.01-aux16x2-hybrid0.5": ["layerpar.beta=0.01", "aux.width=16", "aux.blocks_per_stage=2",
+                                   "layerpar.serial_final_epochs=0.5"],
+    "al-b0.01-warmup0.5-hybrid1": ["layerpar.beta=0.01", "layerpar.warmup_epochs=0.5", "layerpar.serial_final_epochs=1.0"],
     "al-b0.001-clip0.1-hybrid0.5": ["layerpar.beta=0.001", "layerpar.al_step_clip=0.1", "layerpar.serial_final_epochs=0.5"],
 }
 
 
 def run_one(name: str, overrides: list[str], out: Path, tag: str) -> dict:
     config = load_config(None, overrides + ["train.out_dir=/tmp/parity", f"train.run_name={tag}"])
-    trainer_cls = SerialTrainer if config.train.mode == "serial" else LayerParallelTrainer
     start = time.time()
-    summary = trainer_cls(config).fit()
+    if CLUSTER:
+        # K worker processes (one thread each) instead of the in-process trainer: the same
+        # numbers, and on a CPU machine K cores at work.
+        from layerpar.launchers import launch_training
+        from layerpar.launchers.cluster import load_cluster_config
+
+        summary = _Summary(launch_training(config, load_cluster_config(CLUSTER)))
+    else:
+        trainer_cls = SerialTrainer if config.train.mode == "serial" else LayerParallelTrainer
+        summary = trainer_cls(config).fit()
     record = {
         "dataset": config.data.dataset,
         "model": config.model.name,
@@ -80,6 +92,15 @@ def run_one(name: str, overrides: list[str], out: Path, tag: str) -> dict:
     return record
 
 
+class _Summary:
+    """The fields of a RunSummary that run_one reads, from a launcher's summary record."""
+
+    def __init__(self, record: dict) -> None:
+        self.record = record
+        self.final_test_acc = record["final_test_acc"]
+        self.train_time_s = record["train_time_s"]
+
+
 def stage1(out: Path, only: list[str] | None = None, prefix: str = "screen") -> None:
     for name, extra in VARIANTS.items():
         if only and name not in only:
@@ -102,6 +123,7 @@ def stage2(out: Path, variant: str, seeds: int) -> None:
 
 
 ARGS: list[str] = []
+CLUSTER: str | None = None
 
 if __name__ == "__main__":
     import sys
@@ -114,8 +136,10 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", help="comma list of variants (stage 1)")
     parser.add_argument("--prefix", default="screen", help="file name prefix of stage-1 runs")
+    parser.add_argument("--cluster", help="run through a cluster config (e.g. cluster_configs/local_cpu.yaml)")
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = True
+    CLUSTER = args.cluster
     if args.stage == 1:
         stage1(Path(args.out), args.only.split(",") if args.only else None, args.prefix)
     else:
