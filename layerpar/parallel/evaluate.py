@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from layerpar.data import ArrayDataset
+from layerpar.parallel.stage import StageWorker
 
 
 def batches(images: torch.Tensor, labels: torch.Tensor, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -78,7 +79,7 @@ def evaluate_serial(
 
 
 @torch.no_grad()
-def _chain_forward(worker: "StageWorker", x: torch.Tensor) -> torch.Tensor | None:
+def _chain_forward(worker: StageWorker, x: torch.Tensor) -> torch.Tensor | None:
     """Pass one batch through the modules of replica 0, one process each; the last returns logits."""
     if worker.is_first:
         u = x.to(worker.device, worker.dtype)
@@ -93,7 +94,7 @@ def _chain_forward(worker: "StageWorker", x: torch.Tensor) -> torch.Tensor | Non
 
 
 def evaluate_chain(
-    worker: "StageWorker",
+    worker: StageWorker,
     test: ArrayDataset,
     bn_images: torch.Tensor | None,
     *,
@@ -120,5 +121,3 @@ def evaluate_chain(
     source = worker.layout.rank(worker.layout.stages - 1, 0)
     return float(worker.comm.broadcast_object(acc if worker.comm.rank == source else None, src=source))
 
-
-from layerpar.parallel.stage import StageWorker  # noqa: E402  (type only; stage does not import us)

@@ -58,7 +58,9 @@ def run_worker(config: RunConfig, resume: bool = False) -> dict[str, Any] | None
     rank, world_size, local_rank = read_env()
     Layout(config.parallel.stages, config.parallel.replicas).check_world_size(world_size)
     torch.set_num_threads(config.parallel.threads_per_worker)
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo") if os.environ.get("MASTER_ADDR") in ("127.0.0.1", "localhost") else None
+    if os.environ.get("MASTER_ADDR") in ("127.0.0.1", "localhost"):
+        # A loopback rendezvous: keep gloo on the loopback interface too.
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     device = resolve_device(config, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
