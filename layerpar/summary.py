@@ -23,7 +23,13 @@ def print_run_summary(record: dict[str, Any]) -> None:
         f"{acc:.4f}" if acc is not None else "-", f"{record['train_time_s']:.1f}", f"{step:.4f}",
         f"{batch / step:.0f}" if step else "-",
     )
-    Console().print(table)
+    _console().print(table)
+
+
+def _console() -> Console:
+    """Full-width tables in logs too (rich assumes 80 columns when output is not a terminal)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=140)
 
 
 def print_info(config: RunConfig) -> None:
@@ -32,7 +38,7 @@ def print_info(config: RunConfig) -> None:
     from layerpar.parallel.setup import build_setup
 
     setup = build_setup(config)
-    console = Console()
+    console = _console()
     table = Table(title=f"{config.model.name} on {config.data.dataset}: K={config.parallel.stages}, "
                   f"balance={config.parallel.balance}")
     for column in ("stage", "blocks", "params", "output shape"):

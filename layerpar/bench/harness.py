@@ -202,7 +202,8 @@ def _write(out: Path, summary: list[dict[str, Any]], args: argparse.Namespace) -
                       vs_serial, vs_pipe, f"{r['bytes_per_step']:,.0f}", _fmt(r.get("final_test_acc"), ".4f"),
                       _time_to_target_cell(r))
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    Console().print(table)
+    console = Console()
+    (console if console.is_terminal else Console(width=160)).print(table)
     _plot(out, summary, serial)
     print(f"results: {out}")
 

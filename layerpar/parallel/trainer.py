@@ -106,6 +106,7 @@ def model_checkpoint(config: RunConfig, model_state: dict[str, torch.Tensor]) ->
 def finish_run(run_dir: Path, config: RunConfig, result: LoopResult, setup: Setup, bytes_sent: int) -> RunSummary:
     steady = sorted(result.step_times[len(result.step_times) // 5 :]) or [0.0]
     record = {
+        "run_dir": str(run_dir),
         "mode": config.train.mode,
         "stages": config.parallel.stages if config.train.mode == "layerpar" else 1,
         "replicas": config.parallel.replicas,
