@@ -77,6 +77,9 @@ class AuxConfig:
     """Adam learning rate of the AuxNet."""
     multiplier_heads: bool = True
     """Predict the multipliers m_k (augmented Lagrangian); ignored by the penalty method."""
+    stem_stride: int = 1
+    """Stride of the AuxNet's stem (2: the trunk runs at half resolution, about 4× cheaper;
+    predictions are upsampled to each boundary)."""
     label_conditioned_multipliers: bool = False
     """Let the multiplier heads see the labels (the true adjoint depends on them)."""
 

@@ -42,9 +42,12 @@ class ConvAdapter(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if len(self.shape) == 3:
-            if features.shape[-2:] != self.shape[1:]:
-                features = F.adaptive_avg_pool2d(features, self.shape[1:])
-            return self.proj(features)
+            size = tuple(self.shape[1:])
+            if features.shape[-2] > size[0]:
+                features = F.adaptive_avg_pool2d(features, size)
+            out = self.proj(features)
+            # A trunk coarser than the boundary (aux stem stride 2): project, then upsample.
+            return out if out.shape[-2:] == size else F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         return self.proj(torch.flatten(F.adaptive_avg_pool2d(features, 1), 1))
 
 
@@ -134,6 +137,7 @@ def build_auxnet(
     blocks_per_stage: int = 1,
     multiplier_heads: bool = True,
     label_classes: int | None = None,
+    stem_stride: int = 1,
 ) -> AuxNet:
     """An AuxNet for inputs of ``input_shape`` predicting boundaries of ``boundary_shapes``.
 
@@ -142,7 +146,7 @@ def build_auxnet(
     ``label_classes`` lets the multiplier heads see the labels (FiLM).
     """
     if len(input_shape) == 3 and any(len(s) == 3 for s in boundary_shapes):
-        aux = _conv_auxnet(input_shape, boundary_shapes, width, blocks_per_stage, multiplier_heads)
+        aux = _conv_auxnet(input_shape, boundary_shapes, width, blocks_per_stage, multiplier_heads, stem_stride)
     else:
         aux = _mlp_auxnet(input_shape, boundary_shapes, width, blocks_per_stage, multiplier_heads)
     films = _label_film(width, label_classes, len(boundary_shapes)) if multiplier_heads else None
@@ -157,9 +161,10 @@ def _conv_auxnet(
     width: int,
     blocks_per_stage: int,
     multiplier_heads: bool,
+    stem_stride: int = 1,
 ) -> AuxNet:
-    stem = Stem(input_shape[0], width)
-    size = input_shape[1]
+    stem = Stem(input_shape[0], width, stride=stem_stride)
+    size = -(-input_shape[1] // stem_stride)
     segments: list[nn.Module] = []
     for shape in boundary_shapes:
         target = shape[1] if len(shape) == 3 else size

@@ -99,6 +99,7 @@ def build_setup(
             blocks_per_stage=config.aux.blocks_per_stage,
             multiplier_heads=config.aux.multiplier_heads and config.layerpar.method == "al",
             label_classes=num_classes if config.aux.label_conditioned_multipliers else None,
+            stem_stride=config.aux.stem_stride,
         ).to(device=device, dtype=dtype)
     model.to(device=device, dtype=dtype)
     layout = Layout(config.parallel.stages, config.parallel.replicas)

@@ -216,3 +216,17 @@ def test_label_conditioned_multiplier_heads_start_unconditioned_and_learn_from_l
     moved = aux(x, labels=y)
     assert not torch.allclose(moved.multipliers[0], plain.multipliers[0])
     torch.testing.assert_close(moved.states[0], plain.states[0])  # states never see labels
+
+
+def test_strided_stem_predicts_full_resolution_boundaries_for_less() -> None:
+    import torch
+
+    from layerpar.auxnet import build_auxnet
+
+    shapes = [(16, 28, 28), (32, 14, 14), (64, 7, 7)]
+    full = build_auxnet((1, 28, 28), shapes, width=8)
+    half = build_auxnet((1, 28, 28), shapes, width=8, stem_stride=2)
+    x = torch.randn(3, 1, 28, 28)
+    for a, b, shape in zip(full(x).states, half(x).states, shapes):
+        assert a.shape == b.shape == (3, *shape)
+    assert half(x).multipliers[0].abs().max() == 0  # heads still start at zero
