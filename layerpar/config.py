@@ -17,7 +17,7 @@ import yaml
 
 from layerpar.errors import ConfigError
 
-Method = Literal["penalty", "al"]
+Method = Literal["penalty", "al", "delayed"]
 Balance = Literal["blocks", "params", "time"]
 
 
@@ -89,7 +89,9 @@ class LayerParConfig:
     """Local losses and their schedules (DESIGN.md §2)."""
 
     method: Method = "al"
-    """penalty (m ≡ 0) or al (augmented Lagrangian with predicted multipliers); see docs/parity.md."""
+    """penalty (m ≡ 0), al (augmented Lagrangian, multipliers predicted by the AuxNet) or delayed
+    (multipliers = the next module's true adjoints of the same batch, applied K−1−k steps late
+    with stashed weights: parallel/delayed.py); see docs/parity.md."""
     beta: float = 0.01
     """Penalty weight β of (β/2)||h − a||², summed over a sample's features."""
     beta_final: float | None = None

@@ -112,7 +112,7 @@ def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[
     runner = layerpar_runner(config, warmup + steps)
 
     def step(i: int) -> None:
-        runner.begin(i, config.layerpar.beta)
+        runner.begin(i, config.layerpar.beta, final_parallel=i + 1 == warmup + steps)
         runner.run(PARALLEL_PROGRAM)
         runner.take_metrics()
 

@@ -37,6 +37,11 @@ def add_bench_parser(sub: Any) -> None:
     bench.add_argument("--link", default="gloo-loopback", choices=("gloo-loopback", "nvlink", "infiniband"))
     bench.add_argument("--latency", type=float, help="override the link latency (seconds)")
     bench.add_argument("--bandwidth", type=float, help="override the link bandwidth (bytes/s)")
+    bench.add_argument("--one-device", action="store_true",
+                       help="measure on one device only: serial step time and each layer-parallel stage's step "
+                            "run in turn (per-stage profile; a single GPU's view of K GPUs)")
+    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                       help="device of --one-device and of the --predict profile (auto: cuda if present)")
     bench.add_argument("--measured", help="a bench summary.json to validate the model against")
     bench.add_argument("--out", default="results", help="results folder")
     bench.add_argument("--name", help="run name (default: derived from config and time)")
@@ -50,7 +55,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     measured = Path(args.measured) if args.measured else None
     out: Path | None = None
-    if not (args.predict and measured is not None):
+    if args.one_device:
+        from layerpar.bench.one_device import run_one_device
+
+        out = run_one_device(args)
+        measured = out / "summary.json"
+    elif not (args.predict and measured is not None):
         out = run_bench(args)
         measured = out / "summary.json"
     if args.predict:
@@ -69,5 +79,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             microbatches=args.microbatches,
             measured_summary=measured,
             out_dir=(out or measured.parent) / "predict",
+            device=_profile_device(args),
         )
     return 0
+
+
+def _profile_device(args: argparse.Namespace) -> str:
+    """Where --predict profiles: the --one-device device; the CPU for multi-process CPU runs."""
+    if not args.one_device:
+        return "cpu"
+    from layerpar.bench.one_device import pick_device
+
+    return pick_device(args.device).type

@@ -167,7 +167,7 @@ def _summarise(arm: str, devices: int, runs: list[dict[str, Any]], config: RunCo
     }
 
 
-def _command_line(args: argparse.Namespace) -> str:
+def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (written with every result)."""
     parts = ["layerpar bench"]
     for key in ("config", "arms", "stages", "repeats", "steps", "warmup_steps", "microbatches", "target",
@@ -178,11 +178,15 @@ def _command_line(args: argparse.Namespace) -> str:
     parts += [f"--set {o}" for o in args.overrides]
     if args.train:
         parts.append("--train")
+    if getattr(args, "one_device", False):
+        parts.append(f"--one-device --device {args.device}")
+    if getattr(args, "predict", False):
+        parts.append(f"--predict --max-stages {args.max_stages} --link {args.link}")
     return " ".join(parts)
 
 
 def _write(out: Path, summary: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    command = _command_line(args)
+    command = command_line(args)
     (out / "summary.json").write_text(json.dumps({"command": command, "results": summary}, indent=2) + "\n")
     serial = next((r["step_time_s_median"] for r in summary if r["arm"] == "serial"), None)
     lines = [f"Command: `{command}`", "",

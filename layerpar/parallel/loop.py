@@ -20,7 +20,7 @@ class Runner(Protocol):
     @property
     def step(self) -> int: ...
 
-    def begin(self, step: int, beta: float) -> None: ...
+    def begin(self, step: int, beta: float, final_parallel: bool = False) -> None: ...
 
     def run(self, program: Any) -> None: ...
 
@@ -67,10 +67,18 @@ def train_loop(
     result = LoopResult(final_test_acc=None, train_time_s=0.0, steps=schedule.total_steps)
     pending: list[dict[str, float]] = []
     end = schedule.total_steps if stop_at_step is None else min(stop_at_step, schedule.total_steps)
+
+    def evaluates_after(step: int) -> bool:
+        epoch_done = (step + 1) % steps_per_epoch == 0 and ((step + 1) // steps_per_epoch) % eval_every == 0
+        step_due = eval_every_steps is not None and (step + 1) % eval_every_steps == 0
+        return step + 1 == schedule.total_steps or epoch_done or step_due
+
     for step in range(runner.step, end):
         start = time.perf_counter()
         serial = schedule.is_serial(step)
-        runner.begin(step, schedule.beta_at(step))
+        # A run of parallel steps ends before a serial step, an evaluation or a stop.
+        final_parallel = not serial and (step + 1 == end or schedule.is_serial(step + 1) or evaluates_after(step))
+        runner.begin(step, schedule.beta_at(step), final_parallel)
         runner.run(SERIAL_PROGRAM if serial else PARALLEL_PROGRAM)
         elapsed = time.perf_counter() - start
         result.train_time_s += elapsed
@@ -87,10 +95,7 @@ def train_loop(
                 for record in merged:
                     record["samples_per_s"] = batch_size / record["step_time_s"]
                     sink.step(record)
-        is_end = step + 1 == schedule.total_steps
-        epoch_done = (step + 1) % steps_per_epoch == 0 and ((step + 1) // steps_per_epoch) % eval_every == 0
-        step_due = eval_every_steps is not None and (step + 1) % eval_every_steps == 0
-        if is_end or epoch_done or step_due:
+        if evaluates_after(step):
             diagnostics = diagnose(runner, schedule)
             acc = evaluate()
             record = {

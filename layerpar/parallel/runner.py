@@ -42,11 +42,11 @@ class InProcessRunner:
     def step(self) -> int:
         return self.workers[0].step
 
-    def begin(self, step: int, beta: float) -> None:
+    def begin(self, step: int, beta: float, final_parallel: bool = False) -> None:
         replicas = self.workers[0].layout.replicas
         for worker in self.workers:
             x, y = self.plan.batch(step, worker.replica, replicas)
-            worker.begin(x, y, beta)
+            worker.begin(x, y, beta, final_parallel)
 
     def run(self, program: Program) -> None:
         for phase, reverse in program:
@@ -77,9 +77,9 @@ class DistributedRunner:
     def step(self) -> int:
         return self.worker.step
 
-    def begin(self, step: int, beta: float) -> None:
+    def begin(self, step: int, beta: float, final_parallel: bool = False) -> None:
         x, y = self.plan.batch(step, self.worker.replica, self.worker.layout.replicas)
-        self.worker.begin(x, y, beta)
+        self.worker.begin(x, y, beta, final_parallel)
 
     def run(self, program: Program) -> None:
         for phase, _ in program:

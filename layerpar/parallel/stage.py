@@ -14,6 +14,10 @@ Layer-parallel step (DESIGN.md §2), on every worker at once:
     aux_backward             λ⁺, μ⁺; AuxNet loss at boundary k; backward through its prefix
     start_aux_sync / finish_aux_update    all-reduce AuxNet gradients; identical Adam step
 
+With ``layerpar.method: delayed`` the same phases run the stale-adjoint variant of
+``delayed.py``: ``local_forward_backward`` receives v_{k+1} of an earlier batch and updates
+with it, ``receive_adjoint`` has nothing to do, and the AuxNet is distilled on the true h_k.
+
 Serial step (warm-up and hybrid phases: ordinary backprop across the modules, the AuxNet is
 distilled on the true activations and adjoints meanwhile):
     serial_forward (stage order) → serial_backward (reverse order) → same updates as above.
@@ -21,6 +25,7 @@ distilled on the true activations and adjoints meanwhile):
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +37,7 @@ from torch.nn import functional as F
 from layerpar.auxnet import AuxNet, AuxOutput, aux_loss
 from layerpar.config import RunConfig
 from layerpar.parallel.comm import Comm, Handle
+from layerpar.parallel.delayed import PendingForward, move_gradients, stashed_forward
 from layerpar.parallel.layout import Layout
 from layerpar.parallel.local_loss import al_targets, beta_at, constraint_residual, local_loss
 from layerpar.parallel.optim import make_aux_optimizer, make_optimizer
@@ -75,6 +81,9 @@ class _StepState:
     x: torch.Tensor
     y: torch.Tensor
     beta: float
+    final_parallel: bool = False
+    """Last of a run of parallel steps: the delayed method sends nothing (no step will read it)."""
+    serial: bool = False
     aux_out: AuxOutput | None = None
     u: torch.Tensor | None = None
     h: torch.Tensor | None = None
@@ -124,6 +133,8 @@ class StageWorker:
         self.aux_optimizer = make_aux_optimizer(aux, config.aux) if aux is not None else None
         self.step = 0
         self._state: _StepState | None = None
+        self._pending: deque[PendingForward] = deque()
+        self._inflight: list[Handle] = []
 
     # ---------------------------------------------------------------------------- topology
 
@@ -144,6 +155,15 @@ class StageWorker:
         return self.layout.rank(self.stage + 1, self.replica)
 
     @property
+    def delayed(self) -> bool:
+        return self.config.layerpar.method == "delayed"
+
+    @property
+    def delay(self) -> int:
+        """Steps between this module's forward of a batch and its update with it (delayed)."""
+        return self.layout.stages - 1 - self.stage if self.delayed else 0
+
+    @property
     def trains_aux(self) -> bool:
         return self.aux is not None and self.oracle is None
 
@@ -152,9 +172,12 @@ class StageWorker:
 
     # ---------------------------------------------------------------------------- step set-up
 
-    def begin(self, x: torch.Tensor, y: torch.Tensor, beta: float) -> None:
-        """Start a step on this worker's shard ``(x, y)``; ``beta`` is this step's β."""
-        self._state = _StepState(x=x.to(self.device, self.dtype), y=y.to(self.device), beta=beta)
+    def begin(self, x: torch.Tensor, y: torch.Tensor, beta: float, final_parallel: bool = False) -> None:
+        """Start a step on this worker's shard ``(x, y)``; ``beta`` is this step's β;
+        ``final_parallel`` marks the last step of a run of parallel steps."""
+        self._state = _StepState(
+            x=x.to(self.device, self.dtype), y=y.to(self.device), beta=beta, final_parallel=final_parallel
+        )
         self.module.train()
         # Every worker contributes to the AuxNet all-reduce, including those with no boundary
         # loss this step (the last module, serial steps): clear last step's summed gradients,
@@ -182,7 +205,7 @@ class StageWorker:
         return self.aux(s.x, upto=upto, labels=labels)
 
     def _multiplier(self, out: AuxOutput) -> torch.Tensor | None:
-        if self.config.layerpar.method == "penalty":
+        if self.config.layerpar.method != "al":
             return None
         m = out.multipliers[self.stage]
         return m.detach() if m is not None else None
@@ -190,6 +213,9 @@ class StageWorker:
     # ---------------------------------------------------------------------------- parallel step
 
     def local_forward_backward(self) -> None:
+        if self.delayed and not self.is_last:
+            self._delayed_forward_backward()
+            return
         s = self.state
         s.aux_out = self._aux_forward()
         if self.is_first:
@@ -213,15 +239,46 @@ class StageWorker:
             assert s.u.grad is not None
             s.adjoint_out = s.u.grad * s.u.shape[0]
 
+    def _delayed_forward_backward(self) -> None:
+        """Forward this batch; update with the batch of ``delay`` steps ago (``delayed.py``)."""
+        s = self.state
+        # Module k+1 sent v_{k+1} of the oldest pending batch in its previous step.
+        adjoint_next = None
+        if len(self._pending) == self.delay:
+            oldest = self._pending[0]
+            adjoint_next = self.comm.recv(oldest.h.shape, self.next_rank, self.dtype, self.device)
+        s.aux_out = self._aux_forward()
+        assert s.aux_out is not None
+        u = s.x if self.is_first else s.aux_out.states[self.stage - 1].detach().requires_grad_(True)
+        h, weights = stashed_forward(self.module, u)
+        state = s.aux_out.states[self.stage].detach()
+        self._pending.append(PendingForward(u=u, h=h, state=state, weights=weights))
+        s.h, s.state_target = h, h.detach()
+        s.metrics[f"residual/{self.stage}"] = constraint_residual(h.detach(), state)
+        self.optimizer.zero_grad(set_to_none=True)
+        if adjoint_next is None:
+            return
+        oldest = self._pending.popleft()
+        loss = local_loss(oldest.h, oldest.state, adjoint_next, s.beta)
+        loss.backward()
+        move_gradients(self.module, oldest.weights)
+        s.metrics[f"local_loss/{self.stage}"] = float(loss.detach())
+        if not self.is_first:
+            assert oldest.u.grad is not None
+            s.adjoint_out = oldest.u.grad * oldest.u.shape[0]
+
     def post_adjoint(self) -> None:
         s = self.state
-        if not self.is_first:
-            assert s.adjoint_out is not None
-            s.sends.append(self.comm.isend(s.adjoint_out, self.prev_rank))
+        if self.is_first:
+            return
+        if self.delayed and (s.final_parallel or s.adjoint_out is None):
+            return  # nothing due yet, or no later step of this run would read it
+        assert s.adjoint_out is not None
+        s.sends.append(self.comm.isend(s.adjoint_out, self.prev_rank))
 
     def receive_adjoint(self) -> None:
         s = self.state
-        if self.is_last:
+        if self.is_last or self.delayed:
             return
         assert s.h is not None
         adjoint_next = self.comm.recv(s.h.shape, self.next_rank, self.dtype, self.device)
@@ -234,6 +291,7 @@ class StageWorker:
 
     def serial_forward(self) -> None:
         s = self.state
+        s.serial = True
         if self.trains_aux and not self.is_last:
             s.aux_out = self._aux_forward()
         if self.is_first:
@@ -344,8 +402,18 @@ class StageWorker:
             # Sum over modules (each owns one boundary's loss), mean over data-parallel replicas.
             _set_flat_grads(self.aux, s.aux_bucket / self.layout.replicas)
             self.aux_optimizer.step()
-        for handle in s.sends:
+        # Delayed adjoints are read at the start of module k−1's next step: wait for them one
+        # step later, or this module would idle until then (gloo's send completes on receipt).
+        for handle in self._inflight:
             handle.wait()
+        self._inflight = []
+        if self.delayed and not (s.serial or s.final_parallel):
+            self._inflight = s.sends
+        else:
+            for handle in s.sends:
+                handle.wait()
+        if s.final_parallel:
+            self._pending.clear()
         self.step += 1
 
     # ---------------------------------------------------------------------------- helpers
@@ -398,6 +466,7 @@ class StageWorker:
                 f"this worker is stage {self.stage} replica {self.replica}: resume with the same layout"
             )
         self.step = state["step"]
+        self._pending.clear()
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

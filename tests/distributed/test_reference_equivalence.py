@@ -105,6 +105,8 @@ def _assert_same_run(got_dir: Path, ref_dir: Path, rel: float) -> None:
         pytest.param(2, 1, "float32", "penalty", (), id="K2-float32-penalty"),
         pytest.param(3, 1, "float32", "al", ("layerpar.al_step_clip=1.0",), id="K3-float32-al-clip"),
         pytest.param(2, 2, "float64", "al", (), id="K2xR2-float64-al"),
+        pytest.param(3, 1, "float64", "delayed", (), id="K3-float64-delayed"),
+        pytest.param(2, 2, "float32", "delayed", (), id="K2xR2-float32-delayed"),
     ],
 )
 def test_processes_reproduce_the_in_process_reference(tmp_path, stages, replicas, dtype, method, extra):

@@ -47,3 +47,38 @@ def test_unknown_arm_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 2
     assert "nope" in capsys.readouterr().err
     assert not any(tmp_path.iterdir()), "a rejected run must not leave a results folder"
+
+
+@pytest.mark.timeout(300)
+def test_one_device_bench_measures_stages_and_validates_the_model(tmp_path: Path) -> None:
+    """`--one-device` (what a single GPU can measure; here the CPU stands in for it): serial and
+    each stage's step in turn, then the model profiled on the same device predicts them."""
+    code = main(["bench", "--config", str(ROOT / "configs/digits_tiny.yaml"), "--one-device", "--device", "cpu",
+                 "--stages", "2,3", "--repeats", "1", "--steps", "3", "--warmup-steps", "1", "--predict",
+                 "--max-stages", "4", "--link", "nvlink", "--out", str(tmp_path), "--name", "g"])
+    assert code == 0
+    out = tmp_path / "g"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"].startswith("layerpar bench")
+    rows = {(r["arm"], r["devices"]): r for r in summary["results"]}
+    assert set(rows) == {("serial", 1), ("layerpar", 2), ("layerpar", 3)}
+    for k in (2, 3):
+        stage_times = rows[("layerpar", k)]["stage_step_s_median"]
+        assert len(stage_times) == k and all(t > 0 for t in stage_times)
+        assert rows[("layerpar", k)]["step_time_s_median"] == max(stage_times)
+    predictions = json.loads((out / "predict" / "predictions.json").read_text())
+    checked = {(v["arm"], v["devices"]) for v in predictions["validation"]}
+    assert {("serial", 1), ("layerpar", 2), ("layerpar", 3)} <= checked
+    assert (out / "table.md").is_file() and (out / "predict" / "scaling.png").is_file()
+
+
+def test_one_device_bench_on_cuda_without_gpu_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the error path cannot be reached")
+    code = main(["bench", "--config", str(ROOT / "configs/digits_tiny.yaml"), "--one-device", "--device", "cuda",
+                 "--out", str(tmp_path)])
+    assert code == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
