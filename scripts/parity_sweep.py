@@ -64,8 +64,6 @@ VARIANTS: dict[str, list[str]] = {
                                "layerpar.serial_final_epochs=0.5"],
     "delayed-b1-hybrid0.5": ["layerpar.method=delayed", "layerpar.beta=1", "layerpar.warmup_epochs=1",
                              "layerpar.serial_final_epochs=0.5"],
-    "delayed-b0-hybrid0.5": ["layerpar.method=delayed", "layerpar.beta=0", "layerpar.warmup_epochs=1",
-                             "layerpar.serial_final_epochs=0.5"],
     "delayed-b0.1": ["layerpar.method=delayed", "layerpar.beta=0.1", "layerpar.warmup_epochs=1",
                      "layerpar.serial_final_epochs=0"],
     "al-b0.01-aux16x2-stride2-hybrid0.5": ["layerpar.beta=0.01", "aux.width=16", "aux.blocks_per_stage=2",
@@ -73,8 +71,6 @@ VARIANTS: dict[str, list[str]] = {
     "delayed-b0.1-aux16x2-stride2-hybrid0.5": ["layerpar.method=delayed", "layerpar.beta=0.1", "aux.width=16",
                                                "aux.blocks_per_stage=2", "aux.stem_stride=2",
                                                "layerpar.serial_final_epochs=0.5"],
-    "delayed-b0-w0.25": ["layerpar.method=delayed", "layerpar.beta=0", "layerpar.warmup_epochs=0.25",
-                         "layerpar.serial_final_epochs=0"],
     "delayed-b0.01-w0.25": ["layerpar.method=delayed", "layerpar.beta=0.01", "layerpar.warmup_epochs=0.25",
                             "layerpar.serial_final_epochs=0"],
 }
@@ -134,7 +130,7 @@ def stage1(out: Path, only: list[str] | None = None, prefix: str = "screen") -> 
 
 
 def stage2(out: Path, variant: str, seeds: list[int], datasets: list[str], model: str,
-           stages: list[int] | None) -> None:
+           stages: list[int] | None, with_serial: bool = True) -> None:
     """Full data, 4 epochs: serial and ``variant`` per dataset and seed (MNIST only at K = 4,
     the issue's MNIST target; stages override with ``stages``)."""
     full = [f"model.name={model}", "train.epochs=4", "train.batch_size=128", "parallel.balance=blocks",
@@ -142,7 +138,8 @@ def stage2(out: Path, variant: str, seeds: list[int], datasets: list[str], model
     for dataset in datasets:
         for seed in seeds:
             base = full + [f"data.dataset={dataset}", f"train.seed={seed}"]
-            run_one("serial", base + VARIANTS["serial"], out, f"full-serial-{model}-{dataset}-K1-s{seed}")
+            if with_serial:
+                run_one("serial", base + VARIANTS["serial"], out, f"full-serial-{model}-{dataset}-K1-s{seed}")
             for k in stages or ((4,) if dataset == "mnist" else (2, 4)):
                 run_one(variant, base + VARIANTS[variant] + [f"parallel.stages={k}"], out,
                         f"full-{variant}-{model}-{dataset}-K{k}-s{seed}")
@@ -163,6 +160,7 @@ if __name__ == "__main__":
     parser.add_argument("--datasets", default="fashion_mnist,mnist", help="comma list (stage 2)")
     parser.add_argument("--model", default="resnet20", help="backbone (stage 2)")
     parser.add_argument("--stages", help="comma list of K (stage 2; default 2,4 on Fashion-MNIST, 4 on MNIST)")
+    parser.add_argument("--skip-serial", action="store_true", help="stage 2: layer-parallel runs only")
     parser.add_argument("--only", help="comma list of variants (stage 1)")
     parser.add_argument("--prefix", default="screen", help="file name prefix of stage-1 runs")
     parser.add_argument("--cluster", help="run through a cluster config (e.g. cluster_configs/local_cpu.yaml)")
@@ -173,4 +171,4 @@ if __name__ == "__main__":
         stage1(Path(args.out), args.only.split(",") if args.only else None, args.prefix)
     else:
         stage2(Path(args.out), args.variant, [int(s) for s in args.seeds.split(",")], args.datasets.split(","),
-               args.model, [int(k) for k in args.stages.split(",")] if args.stages else None)
+               args.model, [int(k) for k in args.stages.split(",")] if args.stages else None, not args.skip_serial)
