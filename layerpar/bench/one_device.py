@@ -174,8 +174,9 @@ def _describe(device: torch.device) -> str:
 
 def _write_table(out: Path, summary: list[dict[str, Any]], command: str) -> None:
     serial = summary[0]["step_time_s_median"]
-    lines = [f"Command: `{command}`", "", f"One device: {summary[0]['device']}. Layer-parallel rows: each stage worker's step timed in turn; "
-             "the step time is the slowest stage's (communication not included).", "",
+    note = (f"One device: {summary[0]['device']}. Layer-parallel rows: each stage worker's step timed in turn; "
+            "the step time is the slowest stage's (communication not included).")
+    lines = [f"Command: `{command}`", "", note, "",
              "| arm | K | step time (s, median) | spread | per-stage step (s) | speedup vs serial (compute bound) |",
              "|---|---|---|---|---|---|"]
     for r in summary:

@@ -39,7 +39,12 @@ from layerpar.config import RunConfig
 from layerpar.parallel.comm import Comm, Handle
 from layerpar.parallel.delayed import PendingForward, move_gradients, stashed_forward
 from layerpar.parallel.layout import Layout
-from layerpar.parallel.local_loss import al_targets, beta_at, constraint_residual, local_loss
+from layerpar.parallel.local_loss import (
+    al_targets,
+    beta_at,
+    constraint_residual,
+    local_loss,
+)
 from layerpar.parallel.optim import make_aux_optimizer, make_optimizer
 
 PARALLEL_PROGRAM: tuple[tuple[str, bool], ...] = (

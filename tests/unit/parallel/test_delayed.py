@@ -15,7 +15,12 @@ from torch.nn import functional as F
 from layerpar.auxnet import OracleAux
 from layerpar.parallel.stage import PARALLEL_PROGRAM
 from layerpar.parallel.trainer import LayerParallelTrainer
-from tests.helpers.oracle import NoisyOracle, digits_config, relative_error, serial_gradients
+from tests.helpers.oracle import (
+    NoisyOracle,
+    digits_config,
+    relative_error,
+    serial_gradients,
+)
 
 STEPS = 5
 
@@ -66,7 +71,7 @@ def test_delayed_oracle_update_is_serial_gradient_of_the_delayed_batch(tmp_path,
 
 def test_delayed_noisy_oracle_breaks_the_match(tmp_path):
     config = digits_config(tmp_path, "layerpar.method=delayed", stages=2)
-    factory = lambda s: NoisyOracle(OracleAux(s.partition.stages, F.cross_entropy), 0.01)  # noqa: E731
+    factory = lambda s: NoisyOracle(OracleAux(s.partition.stages, F.cross_entropy), 0.01)
     trainer, grads, snapshots = _run_delayed(config, oracle_factory=factory)
     want = _serial_slice(trainer, snapshots[1], 1, 0)
     assert relative_error(grads[2][0], want) > 1e-3
@@ -82,7 +87,7 @@ def test_final_parallel_step_sends_nothing_and_drops_pending(tmp_path):
     assert all(float(g.abs().max()) == 0.0 for g in grads[3][0])
     assert all(float(g.abs().max()) == 0.0 for g in grads[4][0])
     assert any(float(g.abs().max()) > 0.0 for g in grads[4][1])
-    assert [w._pending for w in trainer.runner.workers][0]  # run still going at step 4
+    assert trainer.runner.workers[0]._pending  # the second run is still going at step 4
     # Flush the second run and check nothing is left in flight.
     trainer.runner.begin(STEPS, 0.01, final_parallel=True)
     trainer.runner.run(PARALLEL_PROGRAM)

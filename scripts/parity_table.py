@@ -1,0 +1,54 @@
+"""The README's accuracy-parity table, regenerated from the per-run JSON in results/parity/.
+
+    python scripts/parity_table.py [--results results/parity] [--prefix full-]
+
+Groups the runs by dataset, model, arm and K; prints serial and layer-parallel accuracy as
+mean ± std over seeds, the gap (layer-parallel − serial, in points) and the seeds used.  Only
+layer-parallel groups whose serial twin (same dataset, model, epochs) exists are listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+
+def load_runs(folder: Path, prefix: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob(f"{prefix}*.json"))]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def table(runs: list[dict]) -> str:
+    groups: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for run in runs:
+        key = (run["dataset"], run["model"], run["epochs"], run["arm"], run["stages"])
+        groups[key][run["seed"]] = run["final_test_acc"]
+    lines = ["| dataset | model | epochs | arm | K | serial acc | layer-parallel acc | gap (pt) | seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (dataset, model, epochs, arm, k), accs in sorted(groups.items()):
+        if arm == "serial":
+            continue
+        serial = groups.get((dataset, model, epochs, "serial", 1))
+        if not serial:
+            continue
+        seeds = sorted(set(accs) & set(serial))
+        s_mean, s_std = _mean_std([serial[s] for s in seeds])
+        p_mean, p_std = _mean_std([accs[s] for s in seeds])
+        lines.append(f"| {dataset} | {model} | {epochs:g} | {arm} | {k} | {100 * s_mean:.2f} ± {100 * s_std:.2f} | "
+                     f"{100 * p_mean:.2f} ± {100 * p_std:.2f} | {100 * (p_mean - s_mean):+.2f} | "
+                     f"{','.join(map(str, seeds))} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="results/parity")
+    parser.add_argument("--prefix", default="full-")
+    args = parser.parse_args()
+    print(table(load_runs(Path(args.results), args.prefix)))
