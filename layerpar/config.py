@@ -102,6 +102,9 @@ class LayerParConfig:
     """Epochs of serial backprop first, distilling the AuxNet meanwhile (counted in time)."""
     serial_final_epochs: float = 0.5
     """Serial-parallel hybrid: the last epochs in ordinary serial backprop."""
+    serial_every: int = 0
+    """Periodic serial steps: every n-th step of the layer-parallel phase is serial backprop
+    (0: none).  Costs a serial step's time each; see docs/parity.md."""
     al_step_clip: float | None = None
     """Clip each element of the AL step (m − v)/β to ±this value (None: no clip)."""
     bn_reestimate_batches: int = 20
@@ -166,6 +169,11 @@ class RunConfig:
         _check_positive("train.batch_size", self.train.batch_size)
         if self.layerpar.beta <= 0:
             raise ConfigError(f"layerpar.beta must be > 0, got {self.layerpar.beta}")
+        if self.layerpar.serial_every < 0 or self.layerpar.serial_every == 1:
+            raise ConfigError(
+                f"layerpar.serial_every must be 0 (off) or >= 2 (1 would make every step serial: use "
+                f"train.mode=serial), got {self.layerpar.serial_every}"
+            )
         if self.layerpar.beta_final is not None and self.layerpar.beta_final <= 0:
             raise ConfigError(
                 f"layerpar.beta_final must be > 0 (or null for a constant beta), got {self.layerpar.beta_final}"

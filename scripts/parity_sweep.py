@@ -53,6 +53,9 @@ VARIANTS: dict[str, list[str]] = {
                                    "layerpar.serial_final_epochs=0.5"],
     "al-b0.01-warmup0.5-hybrid1": ["layerpar.beta=0.01", "layerpar.warmup_epochs=0.5", "layerpar.serial_final_epochs=1.0"],
     "al-b0.001-clip0.1-hybrid0.5": ["layerpar.beta=0.001", "layerpar.al_step_clip=0.1", "layerpar.serial_final_epochs=0.5"],
+    # Periodic serial steps inside the parallel phase.
+    "al-b0.01-every2-hybrid0.5": ["layerpar.beta=0.01", "layerpar.serial_every=2", "layerpar.serial_final_epochs=0.5"],
+    "al-b0.01-every4-hybrid0.5": ["layerpar.beta=0.01", "layerpar.serial_every=4", "layerpar.serial_final_epochs=0.5"],
     # Stale-adjoint variant (parallel/delayed.py): the true adjoint of the same batch, K−1−k steps late.
     "delayed-b0.01-hybrid0.5": ["layerpar.method=delayed", "layerpar.beta=0.01", "layerpar.warmup_epochs=1",
                                 "layerpar.serial_final_epochs=0.5"],

@@ -2,7 +2,8 @@
 
     step: 0 ........ warm-up ........ | ...... layer-parallel ...... | .. serial hybrid .. | end
           serial backprop + AuxNet      all modules at once           ordinary backprop
-          distillation
+          distillation                  (every n-th step serial
+                                         with serial_every = n)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class StepSchedule:
     final_serial_steps: int
     beta: float
     beta_final: float | None
+    serial_every: int = 0
 
     @classmethod
     def from_config(cls, config: RunConfig, steps_per_epoch: int) -> StepSchedule:
@@ -30,10 +32,14 @@ class StepSchedule:
             lp = config.layerpar
             warmup = min(total, round(lp.warmup_epochs * steps_per_epoch))
             final = min(total - warmup, round(lp.serial_final_epochs * steps_per_epoch))
-        return cls(total, warmup, final, config.layerpar.beta, config.layerpar.beta_final)
+        return cls(total, warmup, final, config.layerpar.beta, config.layerpar.beta_final,
+                   config.layerpar.serial_every)
 
     def is_serial(self, step: int) -> bool:
-        return step < self.warmup_steps or step >= self.total_steps - self.final_serial_steps
+        if step < self.warmup_steps or step >= self.total_steps - self.final_serial_steps:
+            return True
+        every = self.serial_every
+        return every > 0 and (step - self.warmup_steps) % every == every - 1
 
     @property
     def parallel_steps(self) -> int:

@@ -43,3 +43,19 @@ def test_warmup_longer_than_training_is_capped():
     c = load_config(None, ["train.epochs=1", "layerpar.warmup_epochs=3", "layerpar.serial_final_epochs=1"])
     s = StepSchedule.from_config(c, steps_per_epoch=5)
     assert (s.warmup_steps, s.final_serial_steps, s.parallel_steps) == (5, 0, 0)
+
+
+def test_periodic_serial_steps_inside_the_parallel_phase():
+    s = StepSchedule(total_steps=12, warmup_steps=2, final_serial_steps=2, beta=0.01, beta_final=None, serial_every=3)
+    assert [s.is_serial(i) for i in range(12)] == [True, True, False, False, True, False, False, True,
+                                                   False, False, True, True]
+    c = load_config(None, ["train.epochs=1", "layerpar.serial_every=4", "parallel.stages=2"])
+    assert StepSchedule.from_config(c, steps_per_epoch=8).serial_every == 4
+
+
+@pytest.mark.parametrize("value", [1, -2])
+def test_serial_every_one_or_negative_is_a_clear_error(value):
+    from layerpar.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="serial_every"):
+        load_config(None, [f"layerpar.serial_every={value}"])
