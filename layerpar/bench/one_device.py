@@ -18,7 +18,7 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from layerpar.bench.harness import command_line
+from layerpar.bench.profile import describe_device, synchronizer
 from layerpar.config import RunConfig, load_config, replace
 from layerpar.errors import ConfigError
 from layerpar.parallel.run import environment
@@ -42,10 +43,6 @@ def pick_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def _synchronizer(device: torch.device) -> Callable[[], None]:
-    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-
-
 def serial_step_times(config: RunConfig, device: torch.device, warmup: int, steps: int) -> list[float]:
     """Serial backprop training steps (batch from the data plan, moved to ``device``)."""
     from torch.nn import functional as F
@@ -58,7 +55,7 @@ def serial_step_times(config: RunConfig, device: torch.device, warmup: int, step
     model.to(device).train()
     optimizer, _ = make_optimizer(model.parameters(), config.optim, warmup + steps)
     plan = load_run_data(config).plan
-    sync = _synchronizer(device)
+    sync = synchronizer(device)
     times = []
     for step in range(warmup + steps):
         sync()
@@ -82,7 +79,7 @@ def stage_step_times(config: RunConfig, device: torch.device, warmup: int, steps
                      parallel={"device": device.type})
     trainer = LayerParallelTrainer(config)
     runner = trainer.runner
-    sync = _synchronizer(device)
+    sync = synchronizer(device)
     stages = config.parallel.stages
     rows = []
     for step in range(warmup + steps):
@@ -157,7 +154,7 @@ def _row(arm: str, k: int, median: float, spread: float, config: RunConfig, devi
          per_stage: list[float] | None) -> dict[str, Any]:
     row: dict[str, Any] = {
         "arm": arm, "stages": k, "devices": k, "step_time_s_median": median, "step_time_s_spread": spread,
-        "samples_per_s": config.train.batch_size / median, "device": _describe(device),
+        "samples_per_s": config.train.batch_size / median, "device": describe_device(device),
         "measured_as": ("serial backprop on this device" if per_stage is None else
                         "each stage worker's step run in turn on this one device; slowest stage, "
                         "no communication"),
@@ -166,10 +163,6 @@ def _row(arm: str, k: int, median: float, spread: float, config: RunConfig, devi
     if per_stage is not None:
         row["stage_step_s_median"] = per_stage
     return row
-
-
-def _describe(device: torch.device) -> str:
-    return f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "cpu (1 thread)"
 
 
 def _write_table(out: Path, summary: list[dict[str, Any]], command: str) -> None:

@@ -269,7 +269,7 @@ def measure_profile(
         if batch_sizes is None:
             batch_sizes = default_batch_sizes(batch, microbatches, replicas)
         sizes = sorted(set(batch_sizes))
-        sync = _synchronizer(device)
+        sync = synchronizer(device)
         timings, out_shapes = [], []
         for size in sizes:
             torch.manual_seed(size)
@@ -360,7 +360,7 @@ def describe_device(device: torch.device) -> str:
     return f"cpu: {cpu}, 1 thread"
 
 
-def _synchronizer(device: torch.device) -> Callable[[], None]:
+def synchronizer(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
