@@ -17,7 +17,7 @@ import yaml
 
 from layerpar.errors import ConfigError
 
-Method = Literal["penalty", "al", "delayed"]
+Method = Literal["penalty", "al", "delayed", "pipelined"]
 Balance = Literal["blocks", "params", "time"]
 
 
@@ -91,7 +91,9 @@ class LayerParConfig:
     method: Method = "al"
     """penalty (m ≡ 0), al (augmented Lagrangian, multipliers predicted by the AuxNet) or delayed
     (multipliers = the next module's true adjoints of the same batch, applied K−1−k steps late
-    with stashed weights: parallel/delayed.py); see docs/parity.md."""
+    with stashed weights: parallel/delayed.py) or pipelined (no AuxNet in the parallel steps:
+    module k works on the true h_{k−1} one step late and updates with the true adjoint
+    2(K−1−k) steps late: parallel/pipelined.py); see docs/parity.md."""
     beta: float = 0.01
     """Penalty weight β of (β/2)||h − a||², summed over a sample's features."""
     beta_final: float | None = None
@@ -173,6 +175,11 @@ class RunConfig:
             raise ConfigError(
                 f"layerpar.serial_every must be 0 (off) or >= 2 (1 would make every step serial: use "
                 f"train.mode=serial), got {self.layerpar.serial_every}"
+            )
+        if self.layerpar.method == "pipelined" and self.layerpar.serial_every:
+            raise ConfigError(
+                "layerpar.method=pipelined keeps K−1 batches in flight, and every serial step drains "
+                f"the pipeline: set layerpar.serial_every=0 (got {self.layerpar.serial_every})"
             )
         if self.layerpar.beta_final is not None and self.layerpar.beta_final <= 0:
             raise ConfigError(

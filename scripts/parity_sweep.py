@@ -76,6 +76,13 @@ VARIANTS: dict[str, list[str]] = {
                                                "layerpar.serial_final_epochs=0.5"],
     "delayed-b0.01-w0.25": ["layerpar.method=delayed", "layerpar.beta=0.01", "layerpar.warmup_epochs=0.25",
                             "layerpar.serial_final_epochs=0"],
+    # Pipelined variant (parallel/pipelined.py): true inputs one step late, true adjoints
+    # 2(K−1−k) steps late; no AuxNet in the parallel steps, so no warm-up is needed.
+    "pipelined": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0"],
+    "pipelined-hybrid0.5": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0",
+                            "layerpar.serial_final_epochs=0.5"],
+    "pipelined-K4": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
+                     "parallel.stages=4"],
 }
 
 

@@ -31,7 +31,7 @@ def build_step(config: RunConfig, total_steps: int) -> tuple[Callable[[int], Non
     if world < 2 or config.parallel.stages != world:
         raise ConfigError(f"layerpar-minimal needs K >= 2 processes and parallel.stages = K "
                           f"(got K={world}, stages={config.parallel.stages})")
-    if config.layerpar.method == "delayed":
+    if config.layerpar.method in ("delayed", "pipelined"):
         raise ConfigError("layerpar-minimal writes out the penalty/AL step only; bench it with "
                           "--set layerpar.method=al (or penalty), or drop the layerpar-minimal arm")
     box = [_bounds(config) if rank == 0 else None]

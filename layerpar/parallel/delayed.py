@@ -28,10 +28,16 @@ boundary of the run, the price of keeping every message inside its run of parall
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.func import functional_call
+
+from layerpar.parallel.local_loss import constraint_residual, local_loss
+
+if TYPE_CHECKING:
+    from layerpar.parallel.stage import StageWorker
 
 
 @dataclass
@@ -43,7 +49,8 @@ class PendingForward:
     h: torch.Tensor
     """Module output, with its graph into ``weights``."""
     state: torch.Tensor | None
-    """The AuxNet's prediction a_k for this batch (detached): the penalty's anchor."""
+    """The AuxNet's prediction a_k for this batch (detached): the penalty's anchor (delayed
+    method; None in the pipelined one, which has no penalty)."""
     weights: list[torch.Tensor]
     """The parameter values this forward used (stashed copies, in ``parameters()`` order)."""
 
@@ -68,3 +75,34 @@ def move_gradients(module: nn.Module, weights: list[torch.Tensor]) -> None:
     """Hand the gradients a stashed forward collected to the live parameters."""
     for param, stashed in zip(module.parameters(), weights, strict=True):
         param.grad = stashed.grad
+
+
+def delayed_forward_backward(worker: StageWorker) -> None:
+    """Forward this batch; update with the batch of ``worker.delay`` steps ago (the phase
+    ``local_forward_backward`` of every module but the last)."""
+    s = worker.state
+    # Module k+1 sent v_{k+1} of the oldest pending batch in its previous step.
+    adjoint_next = None
+    if len(worker._pending) == worker.delay:
+        oldest = worker._pending[0]
+        adjoint_next = worker.comm.recv(oldest.h.shape, worker.next_rank, worker.dtype, worker.device)
+    s.aux_out = worker._aux_forward()
+    assert s.aux_out is not None
+    u = s.x if worker.is_first else s.aux_out.states[worker.stage - 1].detach().requires_grad_(True)
+    h, weights = stashed_forward(worker.module, u)
+    state = s.aux_out.states[worker.stage].detach()
+    worker._pending.append(PendingForward(u=u, h=h, state=state, weights=weights))
+    s.h, s.state_target = h, h.detach()
+    s.metrics[f"residual/{worker.stage}"] = constraint_residual(h.detach(), state)
+    worker.optimizer.zero_grad(set_to_none=True)
+    if adjoint_next is None:
+        return
+    oldest = worker._pending.popleft()
+    loss = local_loss(oldest.h, oldest.state, adjoint_next, s.beta)
+    loss.backward()
+    move_gradients(worker.module, oldest.weights)
+    s.updates = True
+    s.metrics[f"local_loss/{worker.stage}"] = float(loss.detach())
+    if not worker.is_first:
+        assert oldest.u.grad is not None
+        s.adjoint_out = oldest.u.grad * oldest.u.shape[0]

@@ -17,6 +17,8 @@ Layer-parallel step (DESIGN.md §2), on every worker at once:
 With ``layerpar.method: delayed`` the same phases run the stale-adjoint variant of
 ``delayed.py``: ``local_forward_backward`` receives v_{k+1} of an earlier batch and updates
 with it, ``receive_adjoint`` has nothing to do, and the AuxNet is distilled on the true h_k.
+With ``layerpar.method: pipelined`` (``pipelined.py``) ``local_forward_backward`` also takes its
+input from module k−1's previous step instead of the AuxNet, and ``post_adjoint`` sends h_k on.
 
 Serial step (warm-up and hybrid phases: ordinary backprop across the modules, the AuxNet is
 distilled on the true activations and adjoints meanwhile):
@@ -37,7 +39,7 @@ from torch.nn import functional as F
 from layerpar.auxnet import AuxNet, AuxOutput, aux_loss
 from layerpar.config import RunConfig
 from layerpar.parallel.comm import Comm, Handle
-from layerpar.parallel.delayed import PendingForward, move_gradients, stashed_forward
+from layerpar.parallel.delayed import PendingForward, delayed_forward_backward
 from layerpar.parallel.layout import Layout
 from layerpar.parallel.local_loss import (
     al_targets,
@@ -46,6 +48,7 @@ from layerpar.parallel.local_loss import (
     local_loss,
 )
 from layerpar.parallel.optim import make_aux_optimizer, make_optimizer
+from layerpar.parallel.pipelined import pipeline_delay, pipelined_forward_backward
 
 PARALLEL_PROGRAM: tuple[tuple[str, bool], ...] = (
     ("local_forward_backward", False),
@@ -87,12 +90,16 @@ class _StepState:
     y: torch.Tensor
     beta: float
     final_parallel: bool = False
-    """Last of a run of parallel steps: the delayed method sends nothing (no step will read it)."""
+    """Last of a run of parallel steps: the stale methods send nothing (no step will read it)."""
     serial: bool = False
+    updates: bool = True
+    """This step has a gradient for the module (stale methods: not while their pipeline fills)."""
     aux_out: AuxOutput | None = None
     u: torch.Tensor | None = None
     h: torch.Tensor | None = None
     adjoint_out: torch.Tensor | None = None
+    forward_out: torch.Tensor | None = None
+    """h_k for module k+1's next step (pipelined method)."""
     state_target: torch.Tensor | None = None
     multiplier_target: torch.Tensor | None = None
     sends: list[Handle] = field(default_factory=list)
@@ -140,6 +147,10 @@ class StageWorker:
         self._state: _StepState | None = None
         self._pending: deque[PendingForward] = deque()
         self._inflight: list[Handle] = []
+        self._labels: deque[torch.Tensor] = deque()
+        """Labels of the batches still on their way to the last module (pipelined)."""
+        self._run_step = 0
+        """Parallel steps so far in the current run of them (pipelined: the fill)."""
 
     # ---------------------------------------------------------------------------- topology
 
@@ -164,8 +175,19 @@ class StageWorker:
         return self.config.layerpar.method == "delayed"
 
     @property
+    def pipelined(self) -> bool:
+        return self.config.layerpar.method == "pipelined"
+
+    @property
+    def stale(self) -> bool:
+        """Updates arrive steps after their forward; messages are read a step after sending."""
+        return self.delayed or self.pipelined
+
+    @property
     def delay(self) -> int:
-        """Steps between this module's forward of a batch and its update with it (delayed)."""
+        """Steps between this module's forward of a batch and its update with it."""
+        if self.pipelined:
+            return pipeline_delay(self.stage, self.layout.stages)
         return self.layout.stages - 1 - self.stage if self.delayed else 0
 
     @property
@@ -181,7 +203,8 @@ class StageWorker:
         """Start a step on this worker's shard ``(x, y)``; ``beta`` is this step's β;
         ``final_parallel`` marks the last step of a run of parallel steps."""
         self._state = _StepState(
-            x=x.to(self.device, self.dtype), y=y.to(self.device), beta=beta, final_parallel=final_parallel
+            x=x.to(self.device, self.dtype), y=y.to(self.device), beta=beta, final_parallel=final_parallel,
+            updates=not self.stale,
         )
         self.module.train()
         # Every worker contributes to the AuxNet all-reduce, including those with no boundary
@@ -218,9 +241,13 @@ class StageWorker:
     # ---------------------------------------------------------------------------- parallel step
 
     def local_forward_backward(self) -> None:
-        if self.delayed and not self.is_last:
-            self._delayed_forward_backward()
+        if self.pipelined:
+            pipelined_forward_backward(self)
             return
+        if self.delayed and not self.is_last:
+            delayed_forward_backward(self)
+            return
+        self.state.updates = True
         s = self.state
         s.aux_out = self._aux_forward()
         if self.is_first:
@@ -244,46 +271,20 @@ class StageWorker:
             assert s.u.grad is not None
             s.adjoint_out = s.u.grad * s.u.shape[0]
 
-    def _delayed_forward_backward(self) -> None:
-        """Forward this batch; update with the batch of ``delay`` steps ago (``delayed.py``)."""
-        s = self.state
-        # Module k+1 sent v_{k+1} of the oldest pending batch in its previous step.
-        adjoint_next = None
-        if len(self._pending) == self.delay:
-            oldest = self._pending[0]
-            adjoint_next = self.comm.recv(oldest.h.shape, self.next_rank, self.dtype, self.device)
-        s.aux_out = self._aux_forward()
-        assert s.aux_out is not None
-        u = s.x if self.is_first else s.aux_out.states[self.stage - 1].detach().requires_grad_(True)
-        h, weights = stashed_forward(self.module, u)
-        state = s.aux_out.states[self.stage].detach()
-        self._pending.append(PendingForward(u=u, h=h, state=state, weights=weights))
-        s.h, s.state_target = h, h.detach()
-        s.metrics[f"residual/{self.stage}"] = constraint_residual(h.detach(), state)
-        self.optimizer.zero_grad(set_to_none=True)
-        if adjoint_next is None:
-            return
-        oldest = self._pending.popleft()
-        loss = local_loss(oldest.h, oldest.state, adjoint_next, s.beta)
-        loss.backward()
-        move_gradients(self.module, oldest.weights)
-        s.metrics[f"local_loss/{self.stage}"] = float(loss.detach())
-        if not self.is_first:
-            assert oldest.u.grad is not None
-            s.adjoint_out = oldest.u.grad * oldest.u.shape[0]
-
     def post_adjoint(self) -> None:
         s = self.state
-        if self.is_first:
-            return
-        if self.delayed and (s.final_parallel or s.adjoint_out is None):
-            return  # nothing due yet, or no later step of this run would read it
+        if self.stale and s.final_parallel:
+            return  # no later step of this run would read it
+        if s.forward_out is not None:
+            s.sends.append(self.comm.isend(s.forward_out, self.next_rank))
+        if self.is_first or (self.stale and s.adjoint_out is None):
+            return  # nothing due yet
         assert s.adjoint_out is not None
         s.sends.append(self.comm.isend(s.adjoint_out, self.prev_rank))
 
     def receive_adjoint(self) -> None:
         s = self.state
-        if self.is_last or self.delayed:
+        if self.is_last or self.stale:
             return
         assert s.h is not None
         adjoint_next = self.comm.recv(s.h.shape, self.next_rank, self.dtype, self.device)
@@ -297,6 +298,7 @@ class StageWorker:
     def serial_forward(self) -> None:
         s = self.state
         s.serial = True
+        s.updates = True
         if self.trains_aux and not self.is_last:
             s.aux_out = self._aux_forward()
         if self.is_first:
@@ -361,7 +363,7 @@ class StageWorker:
 
     def start_stage_sync(self) -> None:
         s = self.state
-        if self.layout.replicas == 1:
+        if self.layout.replicas == 1 or not s.updates:
             return
         s.stage_bucket = _flat_grads(self.module)
         s.stage_sync = self.comm.all_reduce(s.stage_bucket, self.layout.stage_group(self.stage))
@@ -372,6 +374,7 @@ class StageWorker:
             assert s.stage_bucket is not None
             s.stage_sync.wait()
             _set_flat_grads(self.module, s.stage_bucket / self.layout.replicas)
+        # Without an update this step the gradients are None, and the step leaves θ_k alone.
         self.optimizer.step()
         self.scheduler.step()
 
@@ -393,8 +396,8 @@ class StageWorker:
 
     def start_aux_sync(self) -> None:
         s = self.state
-        if not self.trains_aux:
-            return
+        if not self.trains_aux or (self.pipelined and not s.serial):
+            return  # the pipelined parallel steps leave the AuxNet alone, on every worker
         assert self.aux is not None
         s.aux_bucket = _flat_grads(self.aux)
         s.aux_sync = self.comm.all_reduce(s.aux_bucket, self.layout.world())
@@ -407,18 +410,20 @@ class StageWorker:
             # Sum over modules (each owns one boundary's loss), mean over data-parallel replicas.
             _set_flat_grads(self.aux, s.aux_bucket / self.layout.replicas)
             self.aux_optimizer.step()
-        # Delayed adjoints are read at the start of module k−1's next step: wait for them one
+        # Stale messages are read at the start of the neighbour's next step: wait for them one
         # step later, or this module would idle until then (gloo's send completes on receipt).
         for handle in self._inflight:
             handle.wait()
         self._inflight = []
-        if self.delayed and not (s.serial or s.final_parallel):
+        if self.stale and not (s.serial or s.final_parallel):
             self._inflight = s.sends
         else:
             for handle in s.sends:
                 handle.wait()
+        self._run_step = 0 if (s.serial or s.final_parallel) else self._run_step + 1
         if s.final_parallel:
             self._pending.clear()
+            self._labels.clear()
         self.step += 1
 
     # ---------------------------------------------------------------------------- helpers
@@ -472,6 +477,8 @@ class StageWorker:
             )
         self.step = state["step"]
         self._pending.clear()
+        self._labels.clear()
+        self._run_step = 0
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

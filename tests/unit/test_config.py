@@ -76,7 +76,7 @@ def test_unknown_key_in_yaml_file(tmp_path):
         ("train.progress=maybe", r"train\.progress must be true or false"),
         ("train.progress=1", r"train\.progress must be true or false"),
         ("model.name=20", r"model\.name must be a string"),
-        ("layerpar.method=admm", r"layerpar\.method must be one of \['penalty', 'al', 'delayed'\]"),
+        ("layerpar.method=admm", r"layerpar\.method must be one of \['penalty', 'al', 'delayed', 'pipelined'\]"),
         ("parallel.balance=flops", r"parallel\.balance must be one of"),
         ("data.train_limit=lots", r"data\.train_limit must be an integer"),
         ("layerpar.beta_final=big", r"layerpar\.beta_final must be a number"),

@@ -1,0 +1,119 @@
+"""The pipelined variant (``layerpar.method: pipelined``, parallel/pipelined.py).
+
+Its exactness property (weight stashing): module k forwards batch b at step b + k and updates
+with it at step b + 2(K−1) − k; that update is serial backprop's gradient of batch b through the
+chain of modules *each at the weights it had when it forwarded b* — exactly, to float64 round-off.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from torch import nn
+
+from layerpar.errors import ConfigError
+from layerpar.parallel.pipelined import pipeline_delay
+from layerpar.parallel.stage import PARALLEL_PROGRAM
+from layerpar.parallel.trainer import LayerParallelTrainer
+from tests.helpers.oracle import digits_config, relative_error, serial_gradients
+
+STEPS = 6
+
+
+def _run_pipelined(config, final_at: int | None = None):
+    """Run STEPS parallel steps; per step, each worker's gradients and a snapshot of the model
+    taken before the step."""
+    trainer = LayerParallelTrainer(config)
+    runner = trainer.runner
+    grads, snapshots = [], []
+    for step in range(STEPS):
+        snapshots.append(copy.deepcopy(trainer.setup.model))
+        runner.begin(step, 0.01, final_parallel=step == final_at)
+        runner.run(PARALLEL_PROGRAM[:1])
+        grads.append([[g.clone() for g in w.stage_gradients()] for w in runner.workers])
+        runner.run(PARALLEL_PROGRAM[1:])
+        runner.take_metrics()
+    return trainer, grads, snapshots
+
+
+def _slice(trainer, snapshot, stage: int) -> nn.Module:
+    bounds = trainer.setup.partition.bounds
+    return snapshot.slice(bounds[stage], bounds[stage + 1])
+
+
+def _stashed_chain_gradient(trainer, snapshots, batch: int, stage: int):
+    """Backprop of batch ``batch`` through module j at the weights of step batch + j, for every j;
+    the gradient of module ``stage``'s parameters."""
+    stages = trainer.setup.partition.stages
+    chain = nn.Sequential(*(_slice(trainer, snapshots[batch + j], j) for j in range(len(stages))))
+    x, y = trainer.data.plan.batch(batch)
+    grads = serial_gradients(chain, x, y)
+    before = sum(1 for j in range(stage) for _ in chain[j].parameters())
+    return grads[before : before + sum(1 for _ in chain[stage].parameters())]
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+def test_pipelined_update_is_backprop_through_the_stashed_weights(tmp_path, stages):
+    config = digits_config(tmp_path, "layerpar.method=pipelined", "optim.lr=0.05", stages=stages)
+    trainer, grads, snapshots = _run_pipelined(config)
+    checked = 0
+    for step in range(STEPS):
+        for worker in trainer.runner.workers:
+            batch = step - worker.stage - pipeline_delay(worker.stage, stages)
+            got = grads[step][worker.stage]
+            if batch < 0:
+                assert all(float(g.abs().max()) == 0.0 for g in got), "update before its adjoint arrived"
+                continue
+            want = _stashed_chain_gradient(trainer, snapshots, batch, worker.stage)
+            assert relative_error(got, want) < 1e-10, (step, worker.stage)
+            checked += 1
+    assert checked == sum(STEPS - (2 * (stages - 1) - k) for k in range(stages))
+
+
+def test_the_check_sees_staleness(tmp_path):
+    """Not vacuous: the same update differs from backprop of that batch at the current weights."""
+    config = digits_config(tmp_path, "layerpar.method=pipelined", "optim.lr=0.05", stages=2)
+    trainer, grads, snapshots = _run_pipelined(config)
+    step, batch = 4, 2  # module 0 updates with batch t − 2
+    x, y = trainer.data.plan.batch(batch)
+    current = serial_gradients(snapshots[step], x, y)
+    count = sum(1 for _ in _slice(trainer, snapshots[step], 0).parameters())
+    assert relative_error(grads[step][0], current[:count]) > 1e-3
+    assert relative_error(grads[step][0], _stashed_chain_gradient(trainer, snapshots, batch, 0)) < 1e-10
+
+
+def test_a_run_fills_drains_and_leaves_nothing_in_flight(tmp_path):
+    config = digits_config(tmp_path, "layerpar.method=pipelined", stages=3)
+    trainer, grads, _ = _run_pipelined(config, final_at=2)
+    workers = trainer.runner.workers
+    hub = workers[0].comm.hub
+    # Step 3 starts a fresh run: modules 1 and 2 wait for the fill again, module 0 for its delay.
+    assert all(float(g.abs().max()) == 0.0 for w in range(3) for g in grads[3][w])
+    assert any(float(g.abs().max()) > 0.0 for g in grads[5][2])  # last module: batch 3, at step 5
+    assert workers[0]._pending and workers[2]._labels
+    trainer.runner.begin(STEPS, 0.01, final_parallel=True)
+    trainer.runner.run(PARALLEL_PROGRAM)
+    assert not any(len(box) for box in hub.mailboxes.values())
+    assert not any(w._pending or w._labels for w in workers)
+
+
+def test_pipelined_runs_the_whole_schedule(tmp_path):
+    """Serial warm-up, pipelined steps cut by evaluations, serial hybrid: every run ends cleanly
+    and the AuxNet takes no step in the pipelined ones."""
+    config = digits_config(tmp_path, "layerpar.method=pipelined", "train.epochs=2", "train.dtype=float32",
+                           "train.eval_every_steps=20", "layerpar.warmup_epochs=0.3",
+                           "layerpar.serial_final_epochs=0.3", stages=3)
+    trainer = LayerParallelTrainer(config)
+    summary = trainer.fit()
+    assert 0.0 <= summary.final_test_acc <= 1.0
+    workers = trainer.runner.workers
+    assert not any(len(box) for box in workers[0].comm.hub.mailboxes.values())
+    assert not any(w._pending or w._inflight or w._labels for w in workers)
+    lines = (summary.run_dir / "metrics.jsonl").read_text()
+    assert '"local_loss/2"' in lines and '"loss"' in lines
+
+
+def test_pipelined_refuses_periodic_serial_steps(tmp_path):
+    with pytest.raises(ConfigError, match="serial_every=0"):
+        digits_config(tmp_path, "layerpar.method=pipelined", "layerpar.serial_every=2")
