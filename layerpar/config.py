@@ -107,6 +107,16 @@ class LayerParConfig:
     serial_every: int = 0
     """Periodic serial steps: every n-th step of the layer-parallel phase is serial backprop
     (0: none).  Costs a serial step's time each; see docs/parity.md."""
+    predict_weights: bool = False
+    """Pipelined method: forward on the weights SGD's momentum predicts for the step the
+    gradient will be applied at, θ − D·lr·b (D = the module's delay); see docs/parity.md."""
+    accumulate: int = 1
+    """Pipelined method: micro-batch steps per optimiser step (train.batch_size is then the
+    micro-batch).  With accumulate ≥ 2(K−1) every gradient is at most one weight version old
+    (the double-buffered weights of PipeDream-2BW); see docs/parity.md."""
+    compensate_momentum: bool = False
+    """Pipelined method: lower the SGD momentum of module k to 1 − (1−μ)(1+D_k), since its
+    delay D_k already acts as momentum; see parallel/pipelined.py."""
     al_step_clip: float | None = None
     """Clip each element of the AL step (m − v)/β to ±this value (None: no clip)."""
     bn_reestimate_batches: int = 20
@@ -175,6 +185,15 @@ class RunConfig:
             raise ConfigError(
                 f"layerpar.serial_every must be 0 (off) or >= 2 (1 would make every step serial: use "
                 f"train.mode=serial), got {self.layerpar.serial_every}"
+            )
+        _check_positive("layerpar.accumulate", self.layerpar.accumulate)
+        lp = self.layerpar
+        if lp.accumulate > 1 and (lp.method != "pipelined" or lp.warmup_epochs or lp.serial_final_epochs):
+            raise ConfigError(
+                f"layerpar.accumulate={lp.accumulate} needs layerpar.method=pipelined with no serial "
+                f"phases (warmup_epochs=0, serial_final_epochs=0; got method={lp.method}, "
+                f"warmup_epochs={lp.warmup_epochs}, serial_final_epochs={lp.serial_final_epochs}): "
+                "serial steps would update on one micro-batch"
             )
         if self.layerpar.method == "pipelined" and self.layerpar.serial_every:
             raise ConfigError(

@@ -55,14 +55,22 @@ class PendingForward:
     """The parameter values this forward used (stashed copies, in ``parameters()`` order)."""
 
 
-def stashed_forward(module: nn.Module, u: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def stashed_forward(
+    module: nn.Module, u: torch.Tensor, shift: dict[str, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``module(u)`` on copies of its parameters, so later optimiser steps (in place) leave the
-    graph intact and its backward gives the gradient at the weights of this forward.
+    graph intact and its backward gives the gradient at the weights of this forward.  With
+    ``shift``, the copies are θ + shift (weight prediction: the forward runs where the weights
+    are expected to be when the gradient is applied).
 
     Buffers run on copies too (BatchNorm's backward keeps its running statistics, which the next
     forward updates in place); their new values are written back to the module."""
     named = dict(module.named_parameters())
-    weights = {name: p.detach().clone().requires_grad_(p.requires_grad) for name, p in named.items()}
+    shift = shift or {}
+    weights = {
+        name: (p.detach() + shift[name] if name in shift else p.detach().clone()).requires_grad_(p.requires_grad)
+        for name, p in named.items()
+    }
     buffers = {name: b.clone() for name, b in module.named_buffers()}
     h = functional_call(module, {**weights, **buffers}, (u,))
     with torch.no_grad():
@@ -72,9 +80,14 @@ def stashed_forward(module: nn.Module, u: torch.Tensor) -> tuple[torch.Tensor, l
 
 
 def move_gradients(module: nn.Module, weights: list[torch.Tensor]) -> None:
-    """Hand the gradients a stashed forward collected to the live parameters."""
+    """Add the gradients a stashed forward collected to the live parameters' (accumulation)."""
     for param, stashed in zip(module.parameters(), weights, strict=True):
-        param.grad = stashed.grad
+        if stashed.grad is None:
+            continue
+        if param.grad is None:
+            param.grad = stashed.grad
+        else:
+            param.grad.add_(stashed.grad)
 
 
 def delayed_forward_backward(worker: StageWorker) -> None:
@@ -101,7 +114,6 @@ def delayed_forward_backward(worker: StageWorker) -> None:
     loss = local_loss(oldest.h, oldest.state, adjoint_next, s.beta)
     loss.backward()
     move_gradients(worker.module, oldest.weights)
-    s.updates = True
     s.metrics[f"local_loss/{worker.stage}"] = float(loss.detach())
     if not worker.is_first:
         assert oldest.u.grad is not None

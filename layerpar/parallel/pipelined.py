@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+
 from layerpar.parallel.delayed import PendingForward, move_gradients, stashed_forward
 
 if TYPE_CHECKING:
@@ -44,6 +46,15 @@ def pipeline_delay(stage: int, stages: int) -> int:
     return 2 * (stages - 1 - stage)
 
 
+def compensated_momentum(momentum: float, delay: int) -> float:
+    """Explicit momentum for a module whose gradients arrive ``delay`` steps late.
+
+    Delay acts as implicit momentum (Mitliagkas et al., 2016, "Asynchrony begets momentum"):
+    roughly, a delay of D multiplies the momentum's time constant 1/(1−μ) by D+1.  This keeps the
+    total at the serial value by shrinking the explicit part: 1 − (1−μ)(1+D), floored at 0."""
+    return max(0.0, 1.0 - (1.0 - momentum) * (1 + delay))
+
+
 def pipelined_forward_backward(worker: StageWorker) -> None:
     """One pipelined step of ``worker`` (the phase ``local_forward_backward``)."""
     s = worker.state
@@ -52,7 +63,8 @@ def pipelined_forward_backward(worker: StageWorker) -> None:
         oldest = worker._pending[0]
         adjoint_next = worker.comm.recv(oldest.h.shape, worker.next_rank, worker.dtype, worker.device)
     u = _pipelined_input(worker)
-    worker.optimizer.zero_grad(set_to_none=True)
+    if worker._window == 0:  # first micro-batch of an optimiser step: start accumulating
+        worker.optimizer.zero_grad(set_to_none=True)
     if worker.is_last:
         worker._labels.append(s.y)
         if u is None:
@@ -60,11 +72,11 @@ def pipelined_forward_backward(worker: StageWorker) -> None:
         loss = worker._task_loss(worker.module(u), worker._labels.popleft())
         loss.backward()
         s.metrics[f"local_loss/{worker.stage}"] = float(loss.detach())
-        s.updates = True
         s.adjoint_out = u.grad
         return
     if u is not None:
-        h, weights = stashed_forward(worker.module, u)
+        shift = predicted_shift(worker) if worker.config.layerpar.predict_weights else None
+        h, weights = stashed_forward(worker.module, u, shift)
         worker._pending.append(PendingForward(u=u, h=h, state=None, weights=weights))
         s.forward_out = h.detach()
     if adjoint_next is None:
@@ -72,9 +84,22 @@ def pipelined_forward_backward(worker: StageWorker) -> None:
     oldest = worker._pending.popleft()
     oldest.h.backward(adjoint_next)
     move_gradients(worker.module, oldest.weights)
-    s.updates = True
     if not worker.is_first:
         s.adjoint_out = oldest.u.grad
+
+
+def predicted_shift(worker: StageWorker) -> dict[str, torch.Tensor]:
+    """−D·lr·b per parameter: where SGD's momentum b carries θ_k in the D steps before this
+    batch's gradient is applied (the weight prediction of SpecTrain, Chen et al., 2018).  The
+    gradient is then taken near the weights it updates, rather than D steps behind them."""
+    optimizer = worker.optimizer
+    lr = optimizer.param_groups[0]["lr"]
+    shift = {}
+    for name, param in worker.module.named_parameters():
+        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buffer is not None:
+            shift[name] = -worker.delay * lr * buffer
+    return shift
 
 
 def _pipelined_input(worker: StageWorker):

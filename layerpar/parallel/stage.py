@@ -27,6 +27,8 @@ distilled on the true activations and adjoints meanwhile):
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ from layerpar.parallel.local_loss import (
     local_loss,
 )
 from layerpar.parallel.optim import make_aux_optimizer, make_optimizer
-from layerpar.parallel.pipelined import pipeline_delay, pipelined_forward_backward
+from layerpar.parallel.pipelined import compensated_momentum, pipeline_delay, pipelined_forward_backward
 
 PARALLEL_PROGRAM: tuple[tuple[str, bool], ...] = (
     ("local_forward_backward", False),
@@ -92,8 +94,6 @@ class _StepState:
     final_parallel: bool = False
     """Last of a run of parallel steps: the stale methods send nothing (no step will read it)."""
     serial: bool = False
-    updates: bool = True
-    """This step has a gradient for the module (stale methods: not while their pipeline fills)."""
     aux_out: AuxOutput | None = None
     u: torch.Tensor | None = None
     h: torch.Tensor | None = None
@@ -141,7 +141,10 @@ class StageWorker:
         self.device = device
         self.dtype = dtype
         self.oracle = oracle
-        self.optimizer, self.scheduler = make_optimizer(module.parameters(), config.optim, total_steps)
+        optim = config.optim
+        if self.pipelined and config.layerpar.compensate_momentum:
+            optim = dataclasses.replace(optim, momentum=compensated_momentum(optim.momentum, self.delay))
+        self.optimizer, self.scheduler = make_optimizer(module.parameters(), optim, total_steps)
         self.aux_optimizer = make_aux_optimizer(aux, config.aux) if aux is not None else None
         self.step = 0
         self._state: _StepState | None = None
@@ -151,6 +154,8 @@ class StageWorker:
         """Labels of the batches still on their way to the last module (pipelined)."""
         self._run_step = 0
         """Parallel steps so far in the current run of them (pipelined: the fill)."""
+        self._window = 0
+        """Steps whose gradients have accumulated since the last optimiser step (pipelined)."""
 
     # ---------------------------------------------------------------------------- topology
 
@@ -179,6 +184,11 @@ class StageWorker:
         return self.config.layerpar.method == "pipelined"
 
     @property
+    def accumulate(self) -> int:
+        """Micro-batch steps per optimiser step (pipelined method; 1 otherwise)."""
+        return self.config.layerpar.accumulate if self.pipelined else 1
+
+    @property
     def stale(self) -> bool:
         """Updates arrive steps after their forward; messages are read a step after sending."""
         return self.delayed or self.pipelined
@@ -203,8 +213,7 @@ class StageWorker:
         """Start a step on this worker's shard ``(x, y)``; ``beta`` is this step's β;
         ``final_parallel`` marks the last step of a run of parallel steps."""
         self._state = _StepState(
-            x=x.to(self.device, self.dtype), y=y.to(self.device), beta=beta, final_parallel=final_parallel,
-            updates=not self.stale,
+            x=x.to(self.device, self.dtype), y=y.to(self.device), beta=beta, final_parallel=final_parallel
         )
         self.module.train()
         # Every worker contributes to the AuxNet all-reduce, including those with no boundary
@@ -247,7 +256,6 @@ class StageWorker:
         if self.delayed and not self.is_last:
             delayed_forward_backward(self)
             return
-        self.state.updates = True
         s = self.state
         s.aux_out = self._aux_forward()
         if self.is_first:
@@ -298,7 +306,6 @@ class StageWorker:
     def serial_forward(self) -> None:
         s = self.state
         s.serial = True
-        s.updates = True
         if self.trains_aux and not self.is_last:
             s.aux_out = self._aux_forward()
         if self.is_first:
@@ -363,8 +370,8 @@ class StageWorker:
 
     def start_stage_sync(self) -> None:
         s = self.state
-        if self.layout.replicas == 1 or not s.updates:
-            return
+        if self.layout.replicas == 1 or not self._applies_update() or not self._has_gradient():
+            return  # every replica of this module agrees on both: they run the same schedule
         s.stage_bucket = _flat_grads(self.module)
         s.stage_sync = self.comm.all_reduce(s.stage_bucket, self.layout.stage_group(self.stage))
 
@@ -374,9 +381,33 @@ class StageWorker:
             assert s.stage_bucket is not None
             s.stage_sync.wait()
             _set_flat_grads(self.module, s.stage_bucket / self.layout.replicas)
-        # Without an update this step the gradients are None, and the step leaves θ_k alone.
-        self.optimizer.step()
-        self.scheduler.step()
+        if self._applies_update():
+            if self.accumulate > 1 and not s.serial:
+                for param in self.module.parameters():
+                    if param.grad is not None:
+                        param.grad.div_(self.accumulate)
+            # Where no gradient has arrived yet (a stale method's fill) the grads are None, and
+            # the optimiser leaves those parameters alone.
+            self.optimizer.step()
+            self._window = 0
+        else:
+            self._window += 1
+        with warnings.catch_warnings():
+            # Inside an accumulation window (or a stale method's fill) the schedule advances with
+            # no optimiser step; LambdaLR computes each step's rate from the count, so nothing is
+            # skipped, whatever torch's order check says.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            self.scheduler.step()
+
+    def _applies_update(self) -> bool:
+        """Whether this step ends an accumulation window (always, without accumulation)."""
+        s = self.state
+        if self.accumulate == 1 or s.serial:
+            return True
+        return self._window + 1 >= self.accumulate or s.final_parallel
+
+    def _has_gradient(self) -> bool:
+        return any(p.grad is not None for p in self.module.parameters())
 
     def aux_backward(self) -> None:
         s = self.state
@@ -479,6 +510,7 @@ class StageWorker:
         self._pending.clear()
         self._labels.clear()
         self._run_step = 0
+        self._window = 0
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -117,3 +117,45 @@ def test_pipelined_runs_the_whole_schedule(tmp_path):
 def test_pipelined_refuses_periodic_serial_steps(tmp_path):
     with pytest.raises(ConfigError, match="serial_every=0"):
         digits_config(tmp_path, "layerpar.method=pipelined", "layerpar.serial_every=2")
+
+
+def _run_capturing_accumulated(config):
+    """Like _run_pipelined, but capture the gradients just before each optimiser step (after all
+    phases that add to them)."""
+    trainer = LayerParallelTrainer(config)
+    runner = trainer.runner
+    update = PARALLEL_PROGRAM.index(("finish_stage_update", False))
+    grads, snapshots = [], []
+    for step in range(STEPS):
+        snapshots.append(copy.deepcopy(trainer.setup.model))
+        runner.begin(step, 0.01)
+        runner.run(PARALLEL_PROGRAM[:update])
+        grads.append([[g.clone() for g in w.stage_gradients()] for w in runner.workers])
+        runner.run(PARALLEL_PROGRAM[update:])
+        runner.take_metrics()
+    return trainer, grads, snapshots
+
+
+def test_accumulation_updates_once_per_window_with_the_sum_of_its_gradients(tmp_path):
+    """accumulate=2, K=2: weights change on every second step only, and the gradient applied is
+    the sum (then / 2) of the stashed-chain gradients of the batches that landed in the window."""
+    config = digits_config(tmp_path, "layerpar.method=pipelined", "optim.lr=0.05", "layerpar.accumulate=2",
+                           "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0", stages=2)
+    trainer, grads, snapshots = _run_capturing_accumulated(config)
+    for step in (0, 2, 4):  # first tick of a window: no optimiser step
+        for now, after in zip(snapshots[step].parameters(), snapshots[step + 1].parameters()):
+            assert now.equal(after), f"weights moved at step {step}, inside a window"
+    assert any(not a.equal(b) for a, b in zip(snapshots[3].parameters(), snapshots[4].parameters()))
+    # Module 0 updates with batch b at step b + 2: window (2, 3) holds batches 0 and 1.
+    # Module 1 (last) updates with batch b at step b + 1: window (2, 3) holds batches 1 and 2.
+    for stage, batches in ((0, (0, 1)), (1, (1, 2))):
+        parts = [_stashed_chain_gradient(trainer, snapshots, b, stage) for b in batches]
+        want = [a + b for a, b in zip(*parts)]
+        assert relative_error(grads[3][stage], want) < 1e-10, stage
+
+
+def test_accumulation_needs_the_pipelined_method_without_serial_phases(tmp_path):
+    with pytest.raises(ConfigError, match="layerpar.accumulate=2 needs layerpar.method=pipelined"):
+        digits_config(tmp_path, "layerpar.accumulate=2")
+    with pytest.raises(ConfigError, match="warmup_epochs=0"):
+        digits_config(tmp_path, "layerpar.method=pipelined", "layerpar.accumulate=2")
