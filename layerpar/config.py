@@ -110,10 +110,12 @@ class LayerParConfig:
     predict_weights: bool = False
     """Pipelined method: forward on the weights SGD's momentum predicts for the step the
     gradient will be applied at, θ − D·lr·b (D = the module's delay); see docs/parity.md."""
-    accumulate: int = 1
-    """Pipelined method: micro-batch steps per optimiser step (train.batch_size is then the
-    micro-batch).  With accumulate ≥ 2(K−1) every gradient is at most one weight version old
-    (the double-buffered weights of PipeDream-2BW); see docs/parity.md."""
+    accumulate: int | None = None
+    """Pipelined method: micro-batches per optimiser step.  Each step's batch of
+    train.batch_size samples (the same samples serial backprop takes in one step) is fed through
+    the pipeline in this many parts and their gradients are summed, so every gradient is at most
+    ceil(2(K−1)/accumulate) weight versions old.  null: the smallest power of two ≥ 2(K−1), at
+    most one version (the double-buffered weights of PipeDream-2BW); see docs/parity.md."""
     compensate_momentum: bool = False
     """Pipelined method: lower the SGD momentum of module k to 1 − (1−μ)(1+D_k), since its
     delay D_k already acts as momentum; see parallel/pipelined.py."""
@@ -186,15 +188,7 @@ class RunConfig:
                 f"layerpar.serial_every must be 0 (off) or >= 2 (1 would make every step serial: use "
                 f"train.mode=serial), got {self.layerpar.serial_every}"
             )
-        _check_positive("layerpar.accumulate", self.layerpar.accumulate)
-        lp = self.layerpar
-        if lp.accumulate > 1 and (lp.method != "pipelined" or lp.warmup_epochs or lp.serial_final_epochs):
-            raise ConfigError(
-                f"layerpar.accumulate={lp.accumulate} needs layerpar.method=pipelined with no serial "
-                f"phases (warmup_epochs=0, serial_final_epochs=0; got method={lp.method}, "
-                f"warmup_epochs={lp.warmup_epochs}, serial_final_epochs={lp.serial_final_epochs}): "
-                "serial steps would update on one micro-batch"
-            )
+        self._check_accumulation()
         if self.layerpar.method == "pipelined" and self.layerpar.serial_every:
             raise ConfigError(
                 "layerpar.method=pipelined keeps K−1 batches in flight, and every serial step drains "
@@ -209,6 +203,42 @@ class RunConfig:
                 f"train.batch_size={self.train.batch_size} is not divisible by "
                 f"parallel.replicas={self.parallel.replicas}: every replica needs an equal shard"
             )
+
+    def _check_accumulation(self) -> None:
+        lp = self.layerpar
+        if lp.accumulate is not None:
+            _check_positive("layerpar.accumulate", lp.accumulate)
+            if lp.accumulate > 1 and lp.method != "pipelined":
+                raise ConfigError(
+                    f"layerpar.accumulate={lp.accumulate} is for layerpar.method=pipelined (got "
+                    f"{lp.method}): leave it null"
+                )
+        micro = self.micro_batches
+        if micro > 1 and (lp.warmup_epochs or lp.serial_final_epochs):
+            raise ConfigError(
+                f"layerpar.method=pipelined with {micro} micro-batches per step runs no serial phases: "
+                f"set layerpar.warmup_epochs=0 and layerpar.serial_final_epochs=0 (got "
+                f"{lp.warmup_epochs} and {lp.serial_final_epochs}), or layerpar.accumulate=1"
+            )
+        if micro > 1 and self.train.batch_size % (micro * self.parallel.replicas):
+            raise ConfigError(
+                f"train.batch_size={self.train.batch_size} does not split into {micro} micro-batches "
+                f"x {self.parallel.replicas} replicas: use a multiple of {micro * self.parallel.replicas} "
+                "or set layerpar.accumulate"
+            )
+
+    @property
+    def micro_batches(self) -> int:
+        """Parts each step's batch is fed in (pipelined method; 1 otherwise)."""
+        lp = self.layerpar
+        if lp.method != "pipelined" or self.train.mode == "serial" or self.parallel.stages == 1:
+            return 1
+        if lp.accumulate is not None:
+            return lp.accumulate
+        micro = 1
+        while micro < 2 * (self.parallel.stages - 1):
+            micro *= 2
+        return micro
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -78,28 +78,30 @@ VARIANTS: dict[str, list[str]] = {
                             "layerpar.serial_final_epochs=0"],
     # Pipelined variant (parallel/pipelined.py): true inputs one step late, true adjoints
     # 2(K−1−k) steps late; no AuxNet in the parallel steps, so no warm-up is needed.
-    "pipelined": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0"],
-    "pipelined-hybrid0.5": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0",
+    "pipelined": ["layerpar.method=pipelined", "layerpar.accumulate=1", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0"],
+    "pipelined-hybrid0.5": ["layerpar.method=pipelined", "layerpar.accumulate=1", "layerpar.warmup_epochs=0",
                             "layerpar.serial_final_epochs=0.5"],
-    "pipelined-predict": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0",
+    "pipelined-predict": ["layerpar.method=pipelined", "layerpar.accumulate=1", "layerpar.warmup_epochs=0",
                           "layerpar.serial_final_epochs=0", "layerpar.predict_weights=true"],
-    "pipelined-predict-K4": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0",
+    "pipelined-predict-K4": ["layerpar.method=pipelined", "layerpar.accumulate=1", "layerpar.warmup_epochs=0",
                              "layerpar.serial_final_epochs=0", "layerpar.predict_weights=true", "parallel.stages=4"],
-    "pipelined-w0.5-K4": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0.5",
+    "pipelined-w0.5-K4": ["layerpar.method=pipelined", "layerpar.accumulate=1", "layerpar.warmup_epochs=0.5",
                           "layerpar.serial_final_epochs=0", "parallel.stages=4"],
-    "pipelined-mom-K4": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0",
+    "pipelined-mom-K4": ["layerpar.method=pipelined", "layerpar.accumulate=1", "layerpar.warmup_epochs=0",
                          "layerpar.serial_final_epochs=0", "layerpar.compensate_momentum=true", "parallel.stages=4"],
-    "pipelined-mom": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0",
+    "pipelined-mom": ["layerpar.method=pipelined", "layerpar.accumulate=1", "layerpar.warmup_epochs=0",
                       "layerpar.serial_final_epochs=0", "layerpar.compensate_momentum=true"],
     # PipeDream-2BW-style: gradients accumulated over micro-batches, so they are at most
     # ceil(2(K−1−k)/accumulate) weight versions old (same global batch of 128 per update).
     "pipelined-acc2": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
-                       "layerpar.accumulate=2", "train.batch_size=64"],
+                       "layerpar.accumulate=2"],
     "pipelined-acc4-K4": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
-                          "layerpar.accumulate=4", "train.batch_size=32", "parallel.stages=4"],
+                          "layerpar.accumulate=4", "parallel.stages=4"],
     "pipelined-acc8-K4": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
-                          "layerpar.accumulate=8", "train.batch_size=16", "parallel.stages=4"],
-    "pipelined-K4": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
+                          "layerpar.accumulate=8", "parallel.stages=4"],
+    # The default micro-batch count: the smallest power of two >= 2(K−1).
+    "pipelined-2bw": ["layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0"],
+    "pipelined-K4": ["layerpar.method=pipelined", "layerpar.accumulate=1", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
                      "parallel.stages=4"],
 }
 

@@ -1,4 +1,8 @@
-"""Every worker draws the identical batch for a step from the shared seed: no data is sent."""
+"""Every worker draws the identical batch for a step from the shared seed: no data is sent.
+
+With micro-batches (the pipelined method's accumulation) a training step of the loop is one
+micro-batch: the global batch of optimiser step s is drawn and augmented exactly as serial
+backprop draws its step s, and fed in ``micro`` consecutive parts."""
 
 from __future__ import annotations
 
@@ -18,13 +22,18 @@ class BatchPlan:
         *,
         crop_pad: int = 0,
         flip: bool = False,
+        micro: int = 1,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.seed = seed
         self.crop_pad = crop_pad
         self.flip = flip
-        self.steps_per_epoch = len(dataset) // batch_size
+        self.micro = micro
+        self.batches_per_epoch = len(dataset) // batch_size
+        self.steps_per_epoch = self.batches_per_epoch * micro
+        self.step_samples = batch_size // micro
+        """Samples per loop step (a micro-batch)."""
         if self.steps_per_epoch == 0:
             from layerpar.errors import ConfigError
 
@@ -36,7 +45,7 @@ class BatchPlan:
         self._batches: list[torch.Tensor] = []
 
     def indices(self, step: int) -> torch.Tensor:
-        epoch, index = divmod(step, self.steps_per_epoch)
+        epoch, index = divmod(step, self.batches_per_epoch)
         if epoch != self._epoch:
             self._batches = epoch_batches(len(self.dataset), self.batch_size, self.seed, epoch)
             self._epoch = epoch
@@ -44,12 +53,13 @@ class BatchPlan:
 
     def batch(self, step: int, replica: int = 0, replicas: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, labels) of ``step``, augmented, restricted to ``replica``'s shard."""
+        step, part = divmod(step, self.micro)
         idx = self.indices(step)
         images, labels = self.dataset.images[idx], self.dataset.labels[idx]
         if self.crop_pad > 0 or self.flip:
-            # Augment the whole global batch, then shard: a sample looks the same whichever
-            # replica trains on it, and the in-process reference sees the same pixels.
+            # Augment the whole global batch, then cut: a sample looks the same whichever
+            # replica or micro-batch trains on it, and serial backprop sees the same pixels.
             images = augment_batch(images, self.seed, step, pad=self.crop_pad, flip=self.flip)
-        shard = self.batch_size // replicas
-        window = slice(replica * shard, (replica + 1) * shard)
-        return images[window], labels[window]
+        shard = self.step_samples // replicas
+        start = part * self.step_samples + replica * shard
+        return images[start : start + shard], labels[start : start + shard]

@@ -35,7 +35,7 @@ def load_run_data(config: RunConfig) -> RunData:
     train = load_dataset(config.data.dataset, "train", cache_dir=cache, limit=config.data.train_limit)
     test = load_dataset(config.data.dataset, "test", cache_dir=cache, limit=config.data.test_limit)
     plan = BatchPlan(train, config.train.batch_size, config.train.seed,
-                     crop_pad=config.data.crop_pad, flip=config.data.flip)
+                     crop_pad=config.data.crop_pad, flip=config.data.flip, micro=config.micro_batches)
     schedule = StepSchedule.from_config(config, plan.steps_per_epoch)
     # BN re-estimation uses a fixed slice of un-augmented training images.
     count = min(len(train), config.layerpar.bn_reestimate_batches * config.train.batch_size)

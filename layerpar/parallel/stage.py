@@ -186,7 +186,7 @@ class StageWorker:
     @property
     def accumulate(self) -> int:
         """Micro-batch steps per optimiser step (pipelined method; 1 otherwise)."""
-        return self.config.layerpar.accumulate if self.pipelined else 1
+        return self.config.micro_batches
 
     @property
     def stale(self) -> bool:
@@ -404,7 +404,9 @@ class StageWorker:
         s = self.state
         if self.accumulate == 1 or s.serial:
             return True
-        return self._window + 1 >= self.accumulate or s.final_parallel
+        # Windows follow the global batches (steps k·M .. k·M+M−1); a run of parallel steps cut
+        # by an evaluation ends its window early.
+        return (self.step + 1) % self.accumulate == 0 or s.final_parallel
 
     def _has_gradient(self) -> bool:
         return any(p.grad is not None for p in self.module.parameters())

@@ -79,7 +79,7 @@ class InProcessTrainer:
         try:
             result = train_loop(
                 self.runner, self.data.schedule, self.data.plan.steps_per_epoch,
-                self.config.train.batch_size, self.evaluate, recorder,
+                self.data.plan.step_samples, self.evaluate, recorder,
                 eval_every=self.config.train.eval_every, stop_at_step=self.config.train.stop_at_step,
                 eval_every_steps=self.config.train.eval_every_steps,
             )

@@ -94,7 +94,7 @@ def _train(config: RunConfig, rank: int, device: torch.device, resume: bool) -> 
         recorder = RunRecorder(run_dir, data.schedule.total_steps, worker.step, progress=config.train.progress)
     try:
         result = train_loop(
-            runner, data.schedule, data.plan.steps_per_epoch, config.train.batch_size,
+            runner, data.schedule, data.plan.steps_per_epoch, data.plan.step_samples,
             lambda: evaluate_chain(worker, data.test, data.bn_images), recorder,
             eval_every=config.train.eval_every, stop_at_step=config.train.stop_at_step,
             eval_every_steps=config.train.eval_every_steps,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 from torch import nn
 
 from layerpar.errors import ConfigError
@@ -19,6 +20,8 @@ from layerpar.parallel.trainer import LayerParallelTrainer
 from tests.helpers.oracle import digits_config, relative_error, serial_gradients
 
 STEPS = 6
+ONE_PART = ("layerpar.method=pipelined", "layerpar.accumulate=1")
+"""Whole batches, one per step (no micro-batches): the plain asynchronous pipeline."""
 
 
 def _run_pipelined(config, final_at: int | None = None):
@@ -55,7 +58,7 @@ def _stashed_chain_gradient(trainer, snapshots, batch: int, stage: int):
 
 @pytest.mark.parametrize("stages", [2, 3])
 def test_pipelined_update_is_backprop_through_the_stashed_weights(tmp_path, stages):
-    config = digits_config(tmp_path, "layerpar.method=pipelined", "optim.lr=0.05", stages=stages)
+    config = digits_config(tmp_path, *ONE_PART, "optim.lr=0.05", stages=stages)
     trainer, grads, snapshots = _run_pipelined(config)
     checked = 0
     for step in range(STEPS):
@@ -73,7 +76,7 @@ def test_pipelined_update_is_backprop_through_the_stashed_weights(tmp_path, stag
 
 def test_the_check_sees_staleness(tmp_path):
     """Not vacuous: the same update differs from backprop of that batch at the current weights."""
-    config = digits_config(tmp_path, "layerpar.method=pipelined", "optim.lr=0.05", stages=2)
+    config = digits_config(tmp_path, *ONE_PART, "optim.lr=0.05", stages=2)
     trainer, grads, snapshots = _run_pipelined(config)
     step, batch = 4, 2  # module 0 updates with batch t − 2
     x, y = trainer.data.plan.batch(batch)
@@ -84,7 +87,7 @@ def test_the_check_sees_staleness(tmp_path):
 
 
 def test_a_run_fills_drains_and_leaves_nothing_in_flight(tmp_path):
-    config = digits_config(tmp_path, "layerpar.method=pipelined", stages=3)
+    config = digits_config(tmp_path, *ONE_PART, stages=3)
     trainer, grads, _ = _run_pipelined(config, final_at=2)
     workers = trainer.runner.workers
     hub = workers[0].comm.hub
@@ -101,7 +104,7 @@ def test_a_run_fills_drains_and_leaves_nothing_in_flight(tmp_path):
 def test_pipelined_runs_the_whole_schedule(tmp_path):
     """Serial warm-up, pipelined steps cut by evaluations, serial hybrid: every run ends cleanly
     and the AuxNet takes no step in the pipelined ones."""
-    config = digits_config(tmp_path, "layerpar.method=pipelined", "train.epochs=2", "train.dtype=float32",
+    config = digits_config(tmp_path, *ONE_PART, "train.epochs=2", "train.dtype=float32",
                            "train.eval_every_steps=20", "layerpar.warmup_epochs=0.3",
                            "layerpar.serial_final_epochs=0.3", stages=3)
     trainer = LayerParallelTrainer(config)
@@ -116,7 +119,7 @@ def test_pipelined_runs_the_whole_schedule(tmp_path):
 
 def test_pipelined_refuses_periodic_serial_steps(tmp_path):
     with pytest.raises(ConfigError, match="serial_every=0"):
-        digits_config(tmp_path, "layerpar.method=pipelined", "layerpar.serial_every=2")
+        digits_config(tmp_path, *ONE_PART, "layerpar.serial_every=2")
 
 
 def _run_capturing_accumulated(config):
@@ -139,8 +142,9 @@ def _run_capturing_accumulated(config):
 def test_accumulation_updates_once_per_window_with_the_sum_of_its_gradients(tmp_path):
     """accumulate=2, K=2: weights change on every second step only, and the gradient applied is
     the sum (then / 2) of the stashed-chain gradients of the batches that landed in the window."""
-    config = digits_config(tmp_path, "layerpar.method=pipelined", "optim.lr=0.05", "layerpar.accumulate=2",
+    config = digits_config(tmp_path, "layerpar.method=pipelined", "optim.lr=0.05",
                            "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0", stages=2)
+    assert config.micro_batches == 2  # the default for K = 2: 2(K−1)
     trainer, grads, snapshots = _run_capturing_accumulated(config)
     for step in (0, 2, 4):  # first tick of a window: no optimiser step
         for now, after in zip(snapshots[step].parameters(), snapshots[step + 1].parameters()):
@@ -154,8 +158,30 @@ def test_accumulation_updates_once_per_window_with_the_sum_of_its_gradients(tmp_
         assert relative_error(grads[3][stage], want) < 1e-10, stage
 
 
-def test_accumulation_needs_the_pipelined_method_without_serial_phases(tmp_path):
-    with pytest.raises(ConfigError, match="layerpar.accumulate=2 needs layerpar.method=pipelined"):
-        digits_config(tmp_path, "layerpar.accumulate=2")
-    with pytest.raises(ConfigError, match="warmup_epochs=0"):
-        digits_config(tmp_path, "layerpar.method=pipelined", "layerpar.accumulate=2")
+def test_micro_batches_are_the_serial_batch_in_parts(tmp_path):
+    """Micro-batch j of step s holds the samples (and augmented pixels) of serial backprop's
+    step s, part j: both arms see the same data per optimiser step."""
+    parts = digits_config(tmp_path, "layerpar.method=pipelined", "layerpar.warmup_epochs=0",
+                          "layerpar.serial_final_epochs=0", "data.crop_pad=2", "data.flip=true", stages=4)
+    assert parts.micro_batches == 8
+    serial = digits_config(tmp_path, "train.mode=serial", "data.crop_pad=2", "data.flip=true")
+    plan, whole = LayerParallelTrainer(parts).data.plan, LayerParallelTrainer(serial).data.plan
+    assert plan.steps_per_epoch == 8 * whole.steps_per_epoch and plan.step_samples == 4
+    for step in (0, 5, whole.steps_per_epoch + 3):
+        x, y = whole.batch(step)
+        micro = [plan.batch(8 * step + j) for j in range(8)]
+        assert torch.equal(torch.cat([m[0] for m in micro]), x) and torch.equal(torch.cat([m[1] for m in micro]), y)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("layerpar.accumulate=2",), "layerpar.accumulate=2 is for layerpar.method=pipelined"),
+        (("layerpar.method=pipelined",), "set layerpar.warmup_epochs=0 and layerpar.serial_final_epochs=0"),
+        (("layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
+          "layerpar.accumulate=3"), "train.batch_size=32 does not split into 3 micro-batches"),
+    ],
+)
+def test_bad_accumulation_settings_say_how_to_fix_them(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        digits_config(tmp_path, *overrides)
