@@ -88,22 +88,25 @@ class AuxConfig:
 class LayerParConfig:
     """Local losses and their schedules (DESIGN.md §2)."""
 
-    method: Method = "al"
-    """penalty (m ≡ 0), al (augmented Lagrangian, multipliers predicted by the AuxNet) or delayed
-    (multipliers = the next module's true adjoints of the same batch, applied K−1−k steps late
-    with stashed weights: parallel/delayed.py) or pipelined (no AuxNet in the parallel steps:
+    method: Method = "pipelined"
+    """pipelined (the default, the only method that reached serial accuracy in docs/parity.md:
     module k works on the true h_{k−1} one step late and updates with the true adjoint
-    2(K−1−k) steps late: parallel/pipelined.py); see docs/parity.md."""
+    2(K−1−k) micro-batches late, weights stashed: parallel/pipelined.py; no AuxNet in the
+    parallel steps), penalty (m ≡ 0), al (augmented Lagrangian, multipliers predicted by the
+    AuxNet) or delayed (AuxNet inputs, multipliers = the next module's true adjoints of the same
+    batch, applied K−1−k steps late: parallel/delayed.py)."""
     beta: float = 0.01
     """Penalty weight β of (β/2)||h − a||², summed over a sample's features."""
     beta_final: float | None = None
     """If set, β grows geometrically from ``beta`` to this value over the parallel steps."""
     gamma: float = 1.0
     """Weight γ of the multiplier-head loss in the AuxNet objective."""
-    warmup_epochs: float = 1.0
-    """Epochs of serial backprop first, distilling the AuxNet meanwhile (counted in time)."""
-    serial_final_epochs: float = 0.5
-    """Serial-parallel hybrid: the last epochs in ordinary serial backprop."""
+    warmup_epochs: float | None = None
+    """Epochs of serial backprop first, distilling the AuxNet meanwhile (counted in time).
+    null: 0 for the pipelined method (it needs no AuxNet), 1 for the others."""
+    serial_final_epochs: float | None = None
+    """Serial-parallel hybrid: the last epochs in ordinary serial backprop.  null: 0 for the
+    pipelined method, 0.5 for the others."""
     serial_every: int = 0
     """Periodic serial steps: every n-th step of the layer-parallel phase is serial backprop
     (0: none).  Costs a serial step's time each; see docs/parity.md."""
@@ -123,6 +126,14 @@ class LayerParConfig:
     """Clip each element of the AL step (m − v)/β to ±this value (None: no clip)."""
     bn_reestimate_batches: int = 20
     """Serial forward passes that re-estimate BatchNorm statistics before evaluation."""
+
+    def __post_init__(self) -> None:
+        # Fill the method-dependent defaults, so everything downstream sees plain numbers.
+        pipelined = self.method == "pipelined"
+        if self.warmup_epochs is None:
+            object.__setattr__(self, "warmup_epochs", 0.0 if pipelined else 1.0)
+        if self.serial_final_epochs is None:
+            object.__setattr__(self, "serial_final_epochs", 0.0 if pipelined else 0.5)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -188,7 +199,6 @@ class RunConfig:
                 f"layerpar.serial_every must be 0 (off) or >= 2 (1 would make every step serial: use "
                 f"train.mode=serial), got {self.layerpar.serial_every}"
             )
-        self._check_accumulation()
         if self.layerpar.method == "pipelined" and self.layerpar.serial_every:
             raise ConfigError(
                 "layerpar.method=pipelined keeps K−1 batches in flight, and every serial step drains "
@@ -203,6 +213,7 @@ class RunConfig:
                 f"train.batch_size={self.train.batch_size} is not divisible by "
                 f"parallel.replicas={self.parallel.replicas}: every replica needs an equal shard"
             )
+        self._check_accumulation()
 
     def _check_accumulation(self) -> None:
         lp = self.layerpar
@@ -233,15 +244,21 @@ class RunConfig:
         lp = self.layerpar
         if lp.method != "pipelined" or self.train.mode == "serial" or self.parallel.stages == 1:
             return 1
-        if lp.accumulate is not None:
-            return lp.accumulate
-        micro = 1
-        while micro < 2 * (self.parallel.stages - 1):
-            micro *= 2
-        return micro
+        return pipelined_micro_batches(self.parallel.stages, lp.accumulate)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def pipelined_micro_batches(stages: int, accumulate: int | None) -> int:
+    """Micro-batches per step of the pipelined method: ``accumulate``, or by default the smallest
+    power of two ≥ 2(K−1), so no gradient is more than one weight version old."""
+    if accumulate is not None:
+        return accumulate
+    micro = 1
+    while micro < 2 * (stages - 1):
+        micro *= 2
+    return micro
 
 
 def _check_positive(name: str, value: int) -> None:

@@ -59,9 +59,10 @@ def _counting_allreduce_hook(state, bucket):  # type: ignore[no-untyped-def]  # 
     return allreduce_hook(state, bucket)
 
 
-def _plan(config: RunConfig) -> BatchPlan:
+def _plan(config: RunConfig, micro: int = 1) -> BatchPlan:
     train = load_dataset(config.data.dataset, "train", cache_dir=config.data.cache_dir, limit=config.data.train_limit)
-    return BatchPlan(train, config.train.batch_size, config.train.seed, crop_pad=config.data.crop_pad, flip=config.data.flip)
+    return BatchPlan(train, config.train.batch_size, config.train.seed, crop_pad=config.data.crop_pad,
+                     flip=config.data.flip, micro=micro)
 
 
 def _timed(step_fn: Callable[[int], None], warmup: int, steps: int) -> tuple[list[float], int]:
@@ -109,12 +110,15 @@ def arm_serial_threads(config: RunConfig, warmup: int, steps: int, **kw: Any) ->
 def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[list[float], int]:
     from layerpar.parallel.stage import PARALLEL_PROGRAM
 
-    runner = layerpar_runner(config, warmup + steps)
+    # The pipelined method feeds each step's batch in micro-batches, one loop step each.
+    micro = replace(config, layerpar={"warmup_epochs": 0, "serial_final_epochs": 0}).micro_batches
+    runner = layerpar_runner(config, (warmup + steps) * micro)
 
     def step(i: int) -> None:
-        runner.begin(i, config.layerpar.beta, final_parallel=i + 1 == warmup + steps)
-        runner.run(PARALLEL_PROGRAM)
-        runner.take_metrics()
+        for tick in range(i * micro, (i + 1) * micro):
+            runner.begin(tick, config.layerpar.beta, final_parallel=tick + 1 == (warmup + steps) * micro)
+            runner.run(PARALLEL_PROGRAM)
+            runner.take_metrics()
 
     return _timed(step, warmup, steps)
 
@@ -132,7 +136,7 @@ def layerpar_runner(config: RunConfig, total_steps: int) -> Any:
     bounds = comm.broadcast_object(_bounds(config) if dist.get_rank() == 0 else None, src=0)
     setup = build_setup(config, torch.device("cpu"), tuple(bounds))
     worker = make_worker(setup, dist.get_rank(), comm, total_steps, own_copy=False)
-    return DistributedRunner(worker, _plan(config), comm)
+    return DistributedRunner(worker, _plan(config, config.micro_batches), comm)
 
 
 def _bounds(config: RunConfig) -> tuple[int, ...]:

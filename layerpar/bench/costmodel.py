@@ -27,6 +27,11 @@ parameter bytes; every rank prepares the global batch, ``batch_s``):
   ``step = max_k ready_k + allreduce_{K·R}(AuxNet bytes) + adam(AuxNet bytes)``.
   (The issue's simpler form ``max_k[f+b+aux+opt] + p2p + allreduce`` is the special case where
   the adjoint never waits.)
+* layerpar with ``layerpar.method: pipelined`` (parallel/pipelined.py): every step is M
+  micro-batches of B/(R·M) (M from the config, by default the smallest power of two ≥ 2(K−1)),
+  and no stage waits inside a micro-batch: each sends its output forward and its input gradient
+  back for the next one.  ``step = batch + M·max_k[c·(f_k + b_k) + p2p(out_k) + p2p(in_k)]
+  + max_k[allreduce_R(stage k bytes) + opt_k]``; no AuxNet and no bubble.
 * ddp over D = K·R devices: batch + c·Σ(f + b at B//D) + allreduce_D(all bytes) + opt(all).
 * gpipe / 1f1b: K stages, M micro-batches of B/(R·M), replicated R times:
   batch + c·[Σ_k(f_k + b_k) + (M − 1)·max_k(f_k + b_k)]  (= (M + K − 1)·max(f + b) when balanced)
@@ -45,6 +50,7 @@ from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
+from layerpar.config import pipelined_micro_batches
 from layerpar.errors import ConfigError
 from layerpar.parallel.partition import balanced_bounds
 
@@ -170,6 +176,8 @@ def predict_serial(profile: Profile) -> Prediction:
 
 def predict_layerpar(profile: Profile, stages: int, replicas: int, link: Link,
                      contention: float = 1.0) -> Prediction | None:
+    if profile.method == "pipelined" and stages > 1:
+        return predict_pipelined(profile, stages, replicas, link, contention)
     bounds = partition_bounds(profile, stages)
     batch = profile.batch_size // replicas
     if bounds is None or batch < 1:
@@ -208,6 +216,32 @@ def predict_layerpar(profile: Profile, stages: int, replicas: int, link: Link,
     stage_s = tuple(stage_compute[k] + c * (aux_bwd[k] + 0.5 * elementwise[k]) for k in range(stages))
     return Prediction("layerpar", stages, replicas, stages * replicas, None, step,
                       step - comm - profile.batch_s, comm, bounds, stage_s)
+
+
+def predict_pipelined(profile: Profile, stages: int, replicas: int, link: Link,
+                      contention: float = 1.0) -> Prediction | None:
+    """The layerpar arm with the pipelined method (module docstring)."""
+    bounds = partition_bounds(profile, stages)
+    micro = pipelined_micro_batches(stages, profile.accumulate)
+    shard = profile.batch_size // replicas
+    if bounds is None or shard < micro:
+        return None
+    c = contention if stages * replicas > 1 else 1.0
+    forward, backward = profile.block_times(shard / micro)
+    fb = [c * t for t in _stage_sums([f + b for f, b in zip(forward, backward)], bounds)]
+    acts = profile.activation_bytes_at(shard / micro)
+    boundary = [acts[b - 1] for b in bounds[1:-1]]
+    sends = [(link.p2p(boundary[k]) if k < stages - 1 else 0.0) + (link.p2p(boundary[k - 1]) if k > 0 else 0.0)
+             for k in range(stages)]
+    tick = [fb[k] + sends[k] for k in range(stages)]
+    pbytes = _stage_sums([float(p) for p in profile.param_bytes], bounds)
+    update = [link.allreduce(pbytes[k], replicas) + profile.sgd_s_per_byte * pbytes[k] for k in range(stages)]
+    slowest, slowest_update = max(range(stages), key=lambda k: tick[k]), max(range(stages), key=lambda k: update[k])
+    step = profile.batch_s + micro * tick[slowest] + update[slowest_update]
+    sync = link.allreduce(pbytes[slowest_update], replicas)
+    comm = micro * sends[slowest] + sync
+    return Prediction("layerpar", stages, replicas, stages * replicas, None, step,
+                      step - comm - profile.batch_s, comm, bounds, tuple(micro * t for t in fb))
 
 
 def predict_ddp(profile: Profile, devices: int, link: Link, contention: float = 1.0,

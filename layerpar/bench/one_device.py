@@ -18,7 +18,7 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,6 @@ def serial_step_times(config: RunConfig, device: torch.device, warmup: int, step
 
 def stage_step_times(config: RunConfig, device: torch.device, warmup: int, steps: int) -> list[list[float]]:
     """Per timed step, per stage: seconds of that stage worker's whole layer-parallel step."""
-    from layerpar.parallel.stage import PARALLEL_PROGRAM
     from layerpar.parallel.trainer import LayerParallelTrainer
 
     config = replace(config, layerpar={"warmup_epochs": 0, "serial_final_epochs": 0},
@@ -81,28 +80,40 @@ def stage_step_times(config: RunConfig, device: torch.device, warmup: int, steps
     runner = trainer.runner
     sync = synchronizer(device)
     stages = config.parallel.stages
+    # The pipelined method feeds a step's batch in micro-batches, one loop step each: a step's
+    # time is the sum over its micro-batches.
+    micro = config.micro_batches
     rows = []
     for step in range(warmup + steps):
         spent = [0.0] * stages
-        replicas = runner.workers[0].layout.replicas
-        for worker in runner.workers:
-            sync()
-            start = time.perf_counter()
-            x, y = runner.plan.batch(step, worker.replica, replicas)  # every worker draws its batch
-            worker.begin(x, y, config.layerpar.beta, final_parallel=step + 1 == warmup + steps)
-            sync()
-            spent[worker.stage] += time.perf_counter() - start
-        for phase, reverse in PARALLEL_PROGRAM:
-            for worker in reversed(runner.workers) if reverse else runner.workers:
-                sync()
-                start = time.perf_counter()
-                getattr(worker, phase)()
-                sync()
-                spent[worker.stage] += time.perf_counter() - start
-        runner.take_metrics()
+        for tick in range(step * micro, (step + 1) * micro):
+            _time_tick(runner, tick, tick + 1 == (warmup + steps) * micro, config.layerpar.beta, sync, spent)
         if step >= warmup:
             rows.append(spent)
     return rows
+
+
+def _time_tick(runner: Any, tick: int, final: bool, beta: float, sync: Callable[[], None],
+               spent: list[float]) -> None:
+    """Run loop step ``tick`` on every worker in turn, adding each phase's time to its stage."""
+    from layerpar.parallel.stage import PARALLEL_PROGRAM
+
+    replicas = runner.workers[0].layout.replicas
+    for worker in runner.workers:
+        sync()
+        start = time.perf_counter()
+        x, y = runner.plan.batch(tick, worker.replica, replicas)  # every worker draws its batch
+        worker.begin(x, y, beta, final_parallel=final)
+        sync()
+        spent[worker.stage] += time.perf_counter() - start
+    for phase, reverse in PARALLEL_PROGRAM:
+        for worker in reversed(runner.workers) if reverse else runner.workers:
+            sync()
+            start = time.perf_counter()
+            getattr(worker, phase)()
+            sync()
+            spent[worker.stage] += time.perf_counter() - start
+    runner.take_metrics()
 
 
 def _median_spread(values: Sequence[float]) -> tuple[float, float]:

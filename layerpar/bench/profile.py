@@ -105,6 +105,10 @@ class Profile:
     """Measured slowdown of one single-thread stage while another runs in a second process."""
     repeats: int = 5
     torch_version: str = ""
+    method: str = "al"
+    """The config's layerpar.method: the cost model predicts the layerpar arm for it."""
+    accumulate: int | None = None
+    """The config's layerpar.accumulate (pipelined method: micro-batches per step; None: auto)."""
 
     # ---------------------------------------------------------------- derived quantities
 
@@ -300,6 +304,8 @@ def measure_profile(
             batch_s=_batch_seconds(config, input_shape, repeats),
             repeats=repeats,
             torch_version=torch.__version__,
+            method=config.layerpar.method,
+            accumulate=config.layerpar.accumulate,
         )
         model.load_state_dict(saved)
 

@@ -43,6 +43,8 @@ class BatchPlan:
             )
         self._epoch = -1
         self._batches: list[torch.Tensor] = []
+        self._global: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        """The last global batch drawn (its micro-batches come in consecutive steps)."""
 
     def indices(self, step: int) -> torch.Tensor:
         epoch, index = divmod(step, self.batches_per_epoch)
@@ -54,12 +56,18 @@ class BatchPlan:
     def batch(self, step: int, replica: int = 0, replicas: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, labels) of ``step``, augmented, restricted to ``replica``'s shard."""
         step, part = divmod(step, self.micro)
-        idx = self.indices(step)
-        images, labels = self.dataset.images[idx], self.dataset.labels[idx]
-        if self.crop_pad > 0 or self.flip:
-            # Augment the whole global batch, then cut: a sample looks the same whichever
-            # replica or micro-batch trains on it, and serial backprop sees the same pixels.
-            images = augment_batch(images, self.seed, step, pad=self.crop_pad, flip=self.flip)
+        images, labels = self._global_batch(step)
         shard = self.step_samples // replicas
         start = part * self.step_samples + replica * shard
         return images[start : start + shard], labels[start : start + shard]
+
+    def _global_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._global is None or self._global[0] != step:
+            idx = self.indices(step)
+            images, labels = self.dataset.images[idx], self.dataset.labels[idx]
+            if self.crop_pad > 0 or self.flip:
+                # Augment the whole global batch, then cut: a sample looks the same whichever
+                # replica or micro-batch trains on it, and serial backprop sees the same pixels.
+                images = augment_batch(images, self.seed, step, pad=self.crop_pad, flip=self.flip)
+            self._global = (step, images, labels)
+        return self._global[1], self._global[2]

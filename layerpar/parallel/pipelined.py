@@ -84,8 +84,18 @@ def pipelined_forward_backward(worker: StageWorker) -> None:
     oldest = worker._pending.popleft()
     oldest.h.backward(adjoint_next)
     move_gradients(worker.module, oldest.weights)
+    s.metrics[f"weight_staleness/{worker.stage}"] = weight_staleness(worker.module, oldest.weights)
     if not worker.is_first:
         s.adjoint_out = oldest.u.grad
+
+
+def weight_staleness(module: torch.nn.Module, stashed: list[torch.Tensor]) -> float:
+    """||θ_now − θ_forward|| / ||θ_now||: how far the weights moved between the forward of the
+    batch and the update with its gradient (0 for serial backprop)."""
+    with torch.no_grad():
+        moved = sum(float((p - w).pow(2).sum()) for p, w in zip(module.parameters(), stashed, strict=True))
+        size = sum(float(p.pow(2).sum()) for p in module.parameters())
+    return (moved / size) ** 0.5 if size > 0 else 0.0
 
 
 def predicted_shift(worker: StageWorker) -> dict[str, torch.Tensor]:

@@ -90,7 +90,8 @@ def build_setup(
     partition = _partition_at(model, bounds)
     shapes = boundary_shapes(partition.stages, torch.zeros(2, *input_shape))
     aux = None
-    if config.parallel.stages > 1:
+    # The pipelined method feeds modules their true inputs: it has no use for an AuxNet.
+    if config.parallel.stages > 1 and config.layerpar.method != "pipelined":
         torch.manual_seed(config.train.seed + 1)
         aux = build_auxnet(
             input_shape,

@@ -36,7 +36,7 @@ def local_ray():
 def tiny_config(out: Path, name: str) -> RunConfig:
     return load_config(None, [
         "data.dataset=digits", "model.name=resnet20", "data.train_limit=256", "train.batch_size=32",
-        "train.epochs=1", "parallel.stages=2", "parallel.balance=blocks", "layerpar.warmup_epochs=0.25",
+        "train.epochs=1", "parallel.stages=2", "parallel.balance=blocks",
         "train.progress=false", "parallel.timeout_s=60", f"train.out_dir={out}", f"train.run_name={name}",
     ])
 

@@ -24,7 +24,11 @@ def test_defaults():
     assert isinstance(c, RunConfig)
     assert c == RunConfig()
     assert c.parallel.stages == 2 and c.train.batch_size == 128
-    assert c.layerpar.method in ("penalty", "al")
+    # The default is the pipelined method, with no serial phases and 2(K−1) micro-batches.
+    assert c.layerpar.method == "pipelined" and c.micro_batches == 2
+    assert c.layerpar.warmup_epochs == 0 and c.layerpar.serial_final_epochs == 0
+    al = load_config(None, ["layerpar.method=al"])
+    assert (al.layerpar.warmup_epochs, al.layerpar.serial_final_epochs, al.micro_batches) == (1.0, 0.5, 1)
 
 
 def test_config_is_frozen():

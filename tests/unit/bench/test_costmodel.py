@@ -67,6 +67,20 @@ def test_layerpar_follows_the_phase_program():
     assert p.comm_s == pytest.approx(1.05 + 0.6)
 
 
+def test_pipelined_layerpar_is_micro_batches_of_the_slowest_stage():
+    """method pipelined, K=2: M = 2 micro-batches of 4; per micro-batch a stage computes f+b of
+    its two blocks at batch 4 (= 3 s) and sends its boundary (40 B at batch 4) one way."""
+    p = predict_layerpar(hand_profile(method="pipelined"), 2, 1, LINK)
+    assert p is not None and p.bounds == (0, 2, 4) and p.microbatches is None
+    tick = 3.0 + LINK.p2p(40)
+    assert p.step_s == pytest.approx(0.1 + 2 * tick + 0.2)  # + the larger stage's SGD step
+    assert p.comm_s == pytest.approx(2 * LINK.p2p(40))
+    # An explicit accumulate replaces the default M: 4 micro-batches of 2 (f+b 1.5 s, 20 B).
+    four = predict_layerpar(hand_profile(method="pipelined", accumulate=4), 2, 1, LINK)
+    assert four.step_s == pytest.approx(0.1 + 4 * (1.5 + LINK.p2p(20)) + 0.2)
+    assert predict_layerpar(hand_profile(method="pipelined", accumulate=16), 2, 1, LINK) is None
+
+
 def test_layerpar_without_waits_is_the_issue_formula():
     """With an ideal link and no elementwise work: max_k[f+b+aux+opt] + Adam."""
     prof = hand_profile(boundary_s_per_byte=0.0, batch_s=0.0)

@@ -177,7 +177,8 @@ def test_micro_batches_are_the_serial_batch_in_parts(tmp_path):
     ("overrides", "message"),
     [
         (("layerpar.accumulate=2",), "layerpar.accumulate=2 is for layerpar.method=pipelined"),
-        (("layerpar.method=pipelined",), "set layerpar.warmup_epochs=0 and layerpar.serial_final_epochs=0"),
+        (("layerpar.method=pipelined", "layerpar.warmup_epochs=1"),
+         "set layerpar.warmup_epochs=0 and layerpar.serial_final_epochs=0"),
         (("layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
           "layerpar.accumulate=3"), "train.batch_size=32 does not split into 3 micro-batches"),
     ],

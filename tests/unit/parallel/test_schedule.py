@@ -25,7 +25,7 @@ def test_constant_beta():
 
 
 def test_from_config_rounds_epochs_to_steps():
-    c = load_config(None, ["train.epochs=2", "layerpar.warmup_epochs=0.5", "layerpar.serial_final_epochs=0.25",
+    c = load_config(None, ["train.epochs=2", "layerpar.method=al", "layerpar.warmup_epochs=0.5", "layerpar.serial_final_epochs=0.25",
                            "parallel.stages=2"])
     s = StepSchedule.from_config(c, steps_per_epoch=8)
     assert (s.total_steps, s.warmup_steps, s.final_serial_steps, s.parallel_steps) == (16, 4, 2, 10)
@@ -40,7 +40,7 @@ def test_serial_runs_are_all_serial(overrides):
 
 
 def test_warmup_longer_than_training_is_capped():
-    c = load_config(None, ["train.epochs=1", "layerpar.warmup_epochs=3", "layerpar.serial_final_epochs=1"])
+    c = load_config(None, ["train.epochs=1", "layerpar.method=al", "layerpar.warmup_epochs=3", "layerpar.serial_final_epochs=1"])
     s = StepSchedule.from_config(c, steps_per_epoch=5)
     assert (s.warmup_steps, s.final_serial_steps, s.parallel_steps) == (5, 0, 0)
 
@@ -49,7 +49,7 @@ def test_periodic_serial_steps_inside_the_parallel_phase():
     s = StepSchedule(total_steps=12, warmup_steps=2, final_serial_steps=2, beta=0.01, beta_final=None, serial_every=3)
     assert [s.is_serial(i) for i in range(12)] == [True, True, False, False, True, False, False, True,
                                                    False, False, True, True]
-    c = load_config(None, ["train.epochs=1", "layerpar.serial_every=4", "parallel.stages=2"])
+    c = load_config(None, ["train.epochs=1", "layerpar.method=al", "layerpar.serial_every=4", "parallel.stages=2"])
     assert StepSchedule.from_config(c, steps_per_epoch=8).serial_every == 4
 
 
