@@ -49,6 +49,13 @@ def print_info(config: RunConfig) -> None:
         params = sum(p.numel() for p in stage.parameters())
         table.add_row(str(k), f"{bounds[k]}..{bounds[k + 1] - 1}", f"{params:,}", str(shapes[k]))
     console.print(table)
+    if config.layerpar.method == "pipelined" and config.parallel.stages > 1:
+        micro = config.micro_batches
+        console.print(
+            f"Method: pipelined (no AuxNet): each batch of {config.train.batch_size} goes through in {micro} "
+            f"micro-batches of {config.train.batch_size // micro}; gradients are at most "
+            f"{-(-2 * (config.parallel.stages - 1) // micro)} weight version(s) old"
+        )
     if setup.aux is not None:
         sample = torch.randn(config.train.batch_size, *setup.input_shape, dtype=setup.dtype)
         fraction = aux_cost_fraction(setup.aux, setup.model, sample)

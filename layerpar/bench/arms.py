@@ -112,15 +112,21 @@ def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[
 
     # The pipelined method feeds each step's batch in micro-batches, one loop step each.
     micro = replace(config, layerpar={"warmup_epochs": 0, "serial_final_epochs": 0}).micro_batches
-    runner = layerpar_runner(config, (warmup + steps) * micro)
+    drain = (warmup + steps) * micro  # one more, untimed loop step ends the run (stale methods)
+    runner = layerpar_runner(config, drain + 1)
+
+    def tick(t: int) -> None:
+        runner.begin(t, config.layerpar.beta, final_parallel=t == drain)
+        runner.run(PARALLEL_PROGRAM)
+        runner.take_metrics()
 
     def step(i: int) -> None:
-        for tick in range(i * micro, (i + 1) * micro):
-            runner.begin(tick, config.layerpar.beta, final_parallel=tick + 1 == (warmup + steps) * micro)
-            runner.run(PARALLEL_PROGRAM)
-            runner.take_metrics()
+        for t in range(i * micro, (i + 1) * micro):
+            tick(t)
 
-    return _timed(step, warmup, steps)
+    timed = _timed(step, warmup, steps)
+    tick(drain)
+    return timed
 
 
 def layerpar_runner(config: RunConfig, total_steps: int) -> Any:

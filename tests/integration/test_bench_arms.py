@@ -5,6 +5,7 @@ math (one step of each gives the same parameters, float64, 2 gloo processes)."""
 from __future__ import annotations
 
 import glob
+import math
 import importlib.util
 import multiprocessing as mp
 import os
@@ -137,3 +138,18 @@ def test_minimal_step_equals_layerpar_step_float64() -> None:
             assert moved > 0, f"rank {rank} {method}: the steps did not change the module"
             worst = max(diffs, key=diffs.get)
             assert diffs[worst] <= 1e-12, f"rank {rank} {method}: {worst} differs by {diffs[worst]:.3e}"
+
+
+@pytest.mark.timeout(120)
+def test_pipelined_layerpar_arm_sends_an_activation_each_way_per_sample() -> None:
+    """The layerpar arm with the pipelined method: a timed step is its 2 micro-batches, and each
+    rank sends its boundary activation (rank 0) or its input gradient (rank 1) once per sample."""
+    from layerpar.parallel.setup import build_setup
+
+    config = _tiny(parallel={"stages": 2}, layerpar={"method": "pipelined", "warmup_epochs": 0,
+                                                      "serial_final_epochs": 0})
+    result = run_arm("layerpar", 2, config, 2, 2, 4)
+    _check(result)
+    shape = build_setup(config).boundary_shapes[0]
+    boundary_bytes = config.train.batch_size * math.prod(shape) * 4  # float32, one full batch
+    assert result["bytes_per_step"] == 2 * boundary_bytes
