@@ -167,13 +167,16 @@ class TrainConfig:
     eval_every: int = 1
     """Evaluate every N epochs (and always at the end)."""
     eval_every_steps: int | None = None
-    """Also evaluate every N steps (finer accuracy-versus-time curves; evaluation is untimed)."""
+    """Also evaluate every N steps (batches; finer accuracy-versus-time curves; evaluation is
+    untimed)."""
     out_dir: str = "runs"
     """Each run writes metrics.jsonl, summary.json and checkpoint.pt under out_dir/run_name."""
     run_name: str | None = None
     progress: bool = True
     stop_at_step: int | None = None
-    """Stop after this many steps (of the full schedule) and checkpoint; ``--resume`` goes on."""
+    """Stop after this many steps (batches, of the full schedule) and checkpoint; ``--resume``
+    goes on (the pipelined method drains its pipeline at the stop, so its resumed run is not
+    bit-identical to an uninterrupted one)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -245,6 +248,12 @@ class RunConfig:
         if lp.method != "pipelined" or self.train.mode == "serial" or self.parallel.stages == 1:
             return 1
         return pipelined_micro_batches(self.parallel.stages, lp.accumulate)
+
+    def loop_steps(self, field_name: str) -> int | None:
+        """``train.<field_name>`` (counted in batches, i.e. optimiser steps) in steps of the
+        training loop, which are micro-batches for the pipelined method."""
+        value = getattr(self.train, field_name)
+        return None if value is None else value * self.micro_batches
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -80,8 +80,8 @@ class InProcessTrainer:
             result = train_loop(
                 self.runner, self.data.schedule, self.data.plan.steps_per_epoch,
                 self.data.plan.step_samples, self.evaluate, recorder,
-                eval_every=self.config.train.eval_every, stop_at_step=self.config.train.stop_at_step,
-                eval_every_steps=self.config.train.eval_every_steps,
+                eval_every=self.config.train.eval_every, stop_at_step=self.config.loop_steps("stop_at_step"),
+                eval_every_steps=self.config.loop_steps("eval_every_steps"),
             )
         finally:
             recorder.close()

@@ -96,8 +96,8 @@ def _train(config: RunConfig, rank: int, device: torch.device, resume: bool) -> 
         result = train_loop(
             runner, data.schedule, data.plan.steps_per_epoch, data.plan.step_samples,
             lambda: evaluate_chain(worker, data.test, data.bn_images), recorder,
-            eval_every=config.train.eval_every, stop_at_step=config.train.stop_at_step,
-            eval_every_steps=config.train.eval_every_steps,
+            eval_every=config.train.eval_every, stop_at_step=config.loop_steps("stop_at_step"),
+            eval_every_steps=config.loop_steps("eval_every_steps"),
         )
     finally:
         if recorder is not None:

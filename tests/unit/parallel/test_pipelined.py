@@ -8,6 +8,7 @@ chain of modules *each at the weights it had when it forwarded b* — exactly, t
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -186,3 +187,16 @@ def test_micro_batches_are_the_serial_batch_in_parts(tmp_path):
 def test_bad_accumulation_settings_say_how_to_fix_them(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         digits_config(tmp_path, *overrides)
+
+
+def test_step_counts_in_the_config_are_batches(tmp_path):
+    """train.eval_every_steps and stop_at_step count batches (optimiser steps), whatever the
+    number of micro-batches each one goes through in."""
+    config = digits_config(tmp_path, "layerpar.method=pipelined", "train.dtype=float32", "train.epochs=1",
+                           "train.eval_every_steps=5", "train.stop_at_step=12", stages=2)
+    assert config.micro_batches == 2
+    summary = LayerParallelTrainer(config).fit()
+    lines = (summary.run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["step"] for r in records if r["kind"] == "epoch"] == [10, 20]  # every 5 batches = 10 micro
+    assert max(r["step"] for r in records if r["kind"] == "step") == 23  # stopped after 12 batches = 24 micro
