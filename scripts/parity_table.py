@@ -2,9 +2,11 @@
 
     python scripts/parity_table.py [--results results/parity] [--prefix full-]
 
-Groups the runs by dataset, model, arm and K; prints serial and layer-parallel accuracy as
-mean ± std over seeds, the gap (layer-parallel − serial, in points) and the seeds used.  Only
-layer-parallel groups whose serial twin (same dataset, model, epochs) exists are listed.
+Groups the runs by dataset, model, arm, K and device kind (cpu or gpu: serial's accuracy differs
+between CPU and GPU numerics by more than between seeds); prints serial and layer-parallel
+accuracy as mean ± std over seeds, the gap (layer-parallel − serial, in points) and the seeds
+used.  Only layer-parallel groups whose serial twin (same dataset, model, epochs, device kind)
+exists are listed.
 """
 
 from __future__ import annotations
@@ -27,20 +29,23 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def table(runs: list[dict]) -> str:
     groups: dict[tuple, dict[int, float]] = defaultdict(dict)
     for run in runs:
-        key = (run["dataset"], run["model"], run["epochs"], run["arm"], run["stages"])
+        kind = "cpu" if run.get("device", "cpu") == "cpu" else "gpu"
+        key = (run["dataset"], run["model"], run["epochs"], kind, run["arm"], run["stages"])
         groups[key][run["seed"]] = run["final_test_acc"]
-    lines = ["| dataset | model | epochs | arm | K | serial acc | layer-parallel acc | gap (pt) | seeds |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for (dataset, model, epochs, arm, k), accs in sorted(groups.items()):
+    lines = ["| dataset | model | epochs | device | arm | K | serial acc | layer-parallel acc | gap (pt) | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (dataset, model, epochs, kind, arm, k), accs in sorted(groups.items()):
         if arm == "serial":
             continue
-        serial = groups.get((dataset, model, epochs, "serial", 1))
+        serial = groups.get((dataset, model, epochs, kind, "serial", 1))
         if not serial:
             continue
         seeds = sorted(set(accs) & set(serial))
         s_mean, s_std = _mean_std([serial[s] for s in seeds])
         p_mean, p_std = _mean_std([accs[s] for s in seeds])
-        lines.append(f"| {dataset} | {model} | {epochs:g} | {arm} | {k} | {100 * s_mean:.2f} ± {100 * s_std:.2f} | "
+        if not seeds:
+            continue
+        lines.append(f"| {dataset} | {model} | {epochs:g} | {kind} | {arm} | {k} | {100 * s_mean:.2f} ± {100 * s_std:.2f} | "
                      f"{100 * p_mean:.2f} ± {100 * p_std:.2f} | {100 * (p_mean - s_mean):+.2f} | "
                      f"{','.join(map(str, seeds))} |")
     return "\n".join(lines)
