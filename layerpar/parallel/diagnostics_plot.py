@@ -2,7 +2,9 @@
 
 Per evaluation: serial-composition test accuracy, the AuxNet's state error ||a_k − h_k||/||h_k||
 and multiplier error ||m_k − v_k||/||v_k|| against the true activation and adjoint; per step:
-the constraint residual ||h_k − a_k||/||h_k|| the modules trained against.
+the constraint residual ||h_k − a_k||/||h_k|| the modules trained against.  A pipelined run (no
+AuxNet) shows instead, per step, each module's weight staleness ||θ_now − θ_forward||/||θ_now||
+(how far its weights moved between a micro-batch's forward and its update) and the training loss.
 """
 
 from __future__ import annotations
@@ -29,12 +31,16 @@ def plot_diagnostics(run_dir: str | Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot([e["epoch"] for e in evals], [e["test_acc"] for e in evals], marker="o")
     axes[0].set(title="test accuracy (serial composition)", xlabel="epoch")
-    for prefix, axis, title in (("residual/", axes[1], "constraint residual ||h−a||/||h|| (train steps)"),
-                                ("aux_state_error/", axes[2], "AuxNet errors vs true values (eval)")):
-        source = steps if prefix == "residual/" else evals
-        xkey = "step" if prefix == "residual/" else "epoch"
+    pipelined = any(k.startswith("weight_staleness/") for r in steps for k in r)
+    panels = (("weight_staleness/", axes[1], "weight staleness ||θ−θ_fwd||/||θ|| (train steps)", steps),
+              ("loss", axes[2], "training loss (train steps)", steps)) if pipelined else (
+              ("residual/", axes[1], "constraint residual ||h−a||/||h|| (train steps)", steps),
+              ("aux_state_error/", axes[2], "AuxNet errors vs true values (eval)", evals))
+    for prefix, axis, title, source in panels:
+        xkey = "step" if source is steps else "epoch"
         keys = sorted({k for r in source for k in r if k.startswith(prefix) or
                        (prefix == "aux_state_error/" and k.startswith("multiplier_error/"))})
+        keys = [k for k in keys if prefix != "loss" or k == "loss"]
         for key in keys:
             points = [(r[xkey], r[key]) for r in source if r.get(key) is not None]
             axis.plot([p[0] for p in points], [p[1] for p in points], label=key, marker="." if source is evals else None)

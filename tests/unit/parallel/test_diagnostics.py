@@ -32,6 +32,23 @@ def test_epoch_records_carry_aux_errors_and_plot_is_written(tmp_path: Path) -> N
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.setup.model.parameters()))
 
 
+def test_pipelined_run_logs_weight_staleness_and_plots_it(tmp_path: Path) -> None:
+    config = load_config(None, [
+        "data.dataset=digits", "model.name=resnet20", "parallel.stages=3", "parallel.balance=blocks",
+        "data.train_limit=256", "train.batch_size=32", "train.epochs=1", "train.progress=false",
+        f"train.out_dir={tmp_path}", "train.run_name=p"])
+    assert config.layerpar.method == "pipelined"
+    summary = LayerParallelTrainer(config).fit()
+    steps = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
+    staleness = [r["weight_staleness/0"] for r in steps if "weight_staleness/0" in r]
+    # Module 0's weights move between a micro-batch's forward and its update (K=3: 4 micro-steps
+    # later, at most one optimiser step); never by much at this learning rate.
+    assert staleness and all(0.0 <= v < 0.1 for v in staleness) and max(staleness) > 0.0
+    assert not any("weight_staleness/2" in r for r in steps)  # the last module updates at once
+    assert (tmp_path / "p" / "diagnostics.png").stat().st_size > 0
+    assert summary.final_test_acc is not None
+
+
 def test_diagnostic_pass_changes_no_parameter(tmp_path: Path) -> None:
     from layerpar.parallel.loop import diagnose
 
