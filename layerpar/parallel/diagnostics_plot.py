@@ -42,7 +42,8 @@ def plot_diagnostics(run_dir: str | Path) -> Path:
                        (prefix == "aux_state_error/" and k.startswith("multiplier_error/"))})
         keys = [k for k in keys if prefix != "loss" or k == "loss"]
         for key in keys:
-            points = [(r[xkey], r[key]) for r in source if r.get(key) is not None]
+            # Log axes: a zero (a micro-batch updated in the window it was forwarded in) is left out.
+            points = [(r[xkey], r[key]) for r in source if r.get(key) is not None and r[key] > 0]
             axis.plot([p[0] for p in points], [p[1] for p in points], label=key, marker="." if source is evals else None)
         axis.set(title=title, xlabel=xkey)
         if keys:
