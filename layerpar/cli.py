@@ -6,9 +6,10 @@
     layerpar submit --cluster cluster_configs/slurm_gpu.yaml -- train --config configs/fmnist_resnet20.yaml
     layerpar data fetch fashion_mnist
     layerpar eval runs/<run>/model.pt
-    layerpar info --config configs/demo.yaml                    # partition and AuxNet cost
+    layerpar info --config configs/demo.yaml                    # partition, micro-batches / AuxNet cost
     layerpar plot runs/<run>                                    # diagnostics.png
-    layerpar bench --config configs/bench_demo.yaml --arms serial,layerpar --stages 2
+    layerpar bench --config configs/demo.yaml --arms serial,layerpar,ddp,gpipe --stages 2 --train
+    layerpar train --config configs/demo.yaml --set layerpar.method=al   # an AuxNet method instead
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="layerpar",
-        description="Layer-parallel training with auxiliary networks: every module of a backbone "
-        "trains at the same time on its own device.",
+        description="Layer-parallel training: every module of a backbone trains at the same time on "
+        "its own device. Methods (layerpar.method): pipelined (default; true activations one micro-batch "
+        "late, weight stashing) or the auxiliary-network methods al, penalty and delayed.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
@@ -73,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="(re)draw diagnostics.png of a run folder")
     plot.add_argument("run_dir")
 
-    info = sub.add_parser("info", help="show the partition, boundary shapes and AuxNet cost of a config")
+    info = sub.add_parser("info", help="show the partition, boundary shapes and micro-batches (pipelined) "
+                          "or AuxNet cost (AuxNet methods) of a config")
     _add_run_args(info)
 
     from layerpar.bench.cli import add_bench_parser
