@@ -3,6 +3,7 @@
 * :func:`digits_config` -- a small float64 run on sklearn digits (no network needed).
 * :func:`relative_error` -- ||a − b|| / ||b|| over lists of tensors.
 * :func:`oracle_gradients` -- layer-parallel gradients after the first phase vs serial backprop.
+* :func:`run_capturing` -- parallel steps with each step's gradients and model snapshots.
 * :class:`NoisyOracle` -- an oracle whose states carry relative noise (the non-vacuity check).
 * :func:`distributed_oracle_rank` -- the body of one spawned gloo rank of the cross-process check.
 """
@@ -97,6 +98,22 @@ def oracle_gradients(
     trainer.runner.run(FIRST_PHASE)
     got = [g for worker in trainer.runner.workers for g in worker.stage_gradients()]
     return got, want, trainer
+
+
+def run_capturing(trainer: Any, steps: int, capture_after: int = 1,
+                  final_at: int | None = None) -> tuple[list[list[list[torch.Tensor]]], list[torch.nn.Module]]:
+    """Run ``steps`` parallel steps of ``trainer``; per step, each worker's gradients after the
+    first ``capture_after`` phases of the program, and a snapshot of the model before the step."""
+    runner = trainer.runner
+    grads, snapshots = [], []
+    for step in range(steps):
+        snapshots.append(copy.deepcopy(trainer.setup.model))
+        runner.begin(step, 0.01, final_parallel=step == final_at)
+        runner.run(PARALLEL_PROGRAM[:capture_after])
+        grads.append([[g.clone() for g in w.stage_gradients()] for w in runner.workers])
+        runner.run(PARALLEL_PROGRAM[capture_after:])
+        runner.take_metrics()
+    return grads, snapshots
 
 
 class NoisyOracle:

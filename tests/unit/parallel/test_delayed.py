@@ -6,8 +6,6 @@ gradient of batch t − (K−1−k) at the weights of that step — exactly, to 
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch.nn import functional as F
@@ -19,6 +17,7 @@ from tests.helpers.oracle import (
     NoisyOracle,
     digits_config,
     relative_error,
+    run_capturing,
     serial_gradients,
 )
 
@@ -30,16 +29,7 @@ def _run_delayed(config, oracle_factory=None, final_at: int | None = None):
     taken before the step."""
     factory = oracle_factory or (lambda s: OracleAux(s.partition.stages, F.cross_entropy))
     trainer = LayerParallelTrainer(config, oracle_factory=factory)
-    runner = trainer.runner
-    grads, snapshots = [], []
-    for step in range(STEPS):
-        snapshots.append(copy.deepcopy(trainer.setup.model))
-        runner.begin(step, 0.01, final_parallel=step == final_at)
-        runner.run(PARALLEL_PROGRAM[:1])
-        grads.append([[g.clone() for g in w.stage_gradients()] for w in runner.workers])
-        runner.run(PARALLEL_PROGRAM[1:])
-        runner.take_metrics()
-    return trainer, grads, snapshots
+    return (trainer, *run_capturing(trainer, STEPS, final_at=final_at))
 
 
 def _serial_slice(trainer, snapshot, batch_step: int, stage: int) -> list[torch.Tensor]:
@@ -95,10 +85,16 @@ def test_final_parallel_step_sends_nothing_and_drops_pending(tmp_path):
     assert not any(w._pending for w in trainer.runner.workers)
 
 
-def test_delayed_runs_the_whole_schedule_and_leaves_nothing_in_flight(tmp_path):
-    """Warm-up, delayed parallel steps cut by a mid-run evaluation, serial hybrid: every run of
+@pytest.mark.parametrize(
+    ("method", "logged"),
+    [(("layerpar.method=delayed",), '"residual/0"'),
+     (("layerpar.method=pipelined", "layerpar.accumulate=1"), '"weight_staleness/0"')],
+    ids=["delayed", "pipelined"],
+)
+def test_stale_methods_run_the_whole_schedule_and_leave_nothing_in_flight(tmp_path, method, logged):
+    """Warm-up, stale parallel steps cut by a mid-run evaluation, serial hybrid: every run of
     parallel steps ends cleanly (no message left for a serial step to misread, no graph held)."""
-    config = digits_config(tmp_path, "layerpar.method=delayed", "train.epochs=2", "train.dtype=float32",
+    config = digits_config(tmp_path, *method, "train.epochs=2", "train.dtype=float32",
                            "train.eval_every_steps=20", "layerpar.warmup_epochs=0.3",
                            "layerpar.serial_final_epochs=0.3", stages=3)
     trainer = LayerParallelTrainer(config)
@@ -106,6 +102,6 @@ def test_delayed_runs_the_whole_schedule_and_leaves_nothing_in_flight(tmp_path):
     assert 0.0 <= summary.final_test_acc <= 1.0
     workers = trainer.runner.workers
     assert not any(len(box) for box in workers[0].comm.hub.mailboxes.values())
-    assert not any(w._pending for w in workers) and not any(w._inflight for w in workers)
+    assert not any(w._pending or w._inflight or w._labels for w in workers)
     lines = (summary.run_dir / "metrics.jsonl").read_text()
-    assert '"residual/0"' in lines and '"local_loss/1"' in lines
+    assert logged in lines and '"local_loss/2"' in lines

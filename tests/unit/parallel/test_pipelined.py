@@ -7,7 +7,6 @@ chain of modules *each at the weights it had when it forwarded b* — exactly, t
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -18,27 +17,18 @@ from layerpar.errors import ConfigError
 from layerpar.parallel.pipelined import pipeline_delay
 from layerpar.parallel.stage import PARALLEL_PROGRAM
 from layerpar.parallel.trainer import LayerParallelTrainer
-from tests.helpers.oracle import digits_config, relative_error, serial_gradients
+from tests.helpers.oracle import digits_config, relative_error, run_capturing, serial_gradients
 
 STEPS = 6
 ONE_PART = ("layerpar.method=pipelined", "layerpar.accumulate=1")
 """Whole batches, one per step (no micro-batches): the plain asynchronous pipeline."""
 
 
-def _run_pipelined(config, final_at: int | None = None):
-    """Run STEPS parallel steps; per step, each worker's gradients and a snapshot of the model
-    taken before the step."""
+def _run_pipelined(config, final_at: int | None = None, capture_after: int = 1):
+    """Run STEPS parallel steps; per step, each worker's gradients after the first
+    ``capture_after`` phases and a snapshot of the model taken before the step."""
     trainer = LayerParallelTrainer(config)
-    runner = trainer.runner
-    grads, snapshots = [], []
-    for step in range(STEPS):
-        snapshots.append(copy.deepcopy(trainer.setup.model))
-        runner.begin(step, 0.01, final_parallel=step == final_at)
-        runner.run(PARALLEL_PROGRAM[:1])
-        grads.append([[g.clone() for g in w.stage_gradients()] for w in runner.workers])
-        runner.run(PARALLEL_PROGRAM[1:])
-        runner.take_metrics()
-    return trainer, grads, snapshots
+    return (trainer, *run_capturing(trainer, STEPS, capture_after, final_at))
 
 
 def _slice(trainer, snapshot, stage: int) -> nn.Module:
@@ -102,42 +92,9 @@ def test_a_run_fills_drains_and_leaves_nothing_in_flight(tmp_path):
     assert not any(w._pending or w._labels for w in workers)
 
 
-def test_pipelined_runs_the_whole_schedule(tmp_path):
-    """Serial warm-up, pipelined steps cut by evaluations, serial hybrid: every run ends cleanly
-    and the AuxNet takes no step in the pipelined ones."""
-    config = digits_config(tmp_path, *ONE_PART, "train.epochs=2", "train.dtype=float32",
-                           "train.eval_every_steps=20", "layerpar.warmup_epochs=0.3",
-                           "layerpar.serial_final_epochs=0.3", stages=3)
-    trainer = LayerParallelTrainer(config)
-    summary = trainer.fit()
-    assert 0.0 <= summary.final_test_acc <= 1.0
-    workers = trainer.runner.workers
-    assert not any(len(box) for box in workers[0].comm.hub.mailboxes.values())
-    assert not any(w._pending or w._inflight or w._labels for w in workers)
-    lines = (summary.run_dir / "metrics.jsonl").read_text()
-    assert '"local_loss/2"' in lines and '"loss"' in lines
-
-
 def test_pipelined_refuses_periodic_serial_steps(tmp_path):
     with pytest.raises(ConfigError, match="serial_every=0"):
         digits_config(tmp_path, *ONE_PART, "layerpar.serial_every=2")
-
-
-def _run_capturing_accumulated(config):
-    """Like _run_pipelined, but capture the gradients just before each optimiser step (after all
-    phases that add to them)."""
-    trainer = LayerParallelTrainer(config)
-    runner = trainer.runner
-    update = PARALLEL_PROGRAM.index(("finish_stage_update", False))
-    grads, snapshots = [], []
-    for step in range(STEPS):
-        snapshots.append(copy.deepcopy(trainer.setup.model))
-        runner.begin(step, 0.01)
-        runner.run(PARALLEL_PROGRAM[:update])
-        grads.append([[g.clone() for g in w.stage_gradients()] for w in runner.workers])
-        runner.run(PARALLEL_PROGRAM[update:])
-        runner.take_metrics()
-    return trainer, grads, snapshots
 
 
 def test_accumulation_updates_once_per_window_with_the_sum_of_its_gradients(tmp_path):
@@ -146,7 +103,9 @@ def test_accumulation_updates_once_per_window_with_the_sum_of_its_gradients(tmp_
     config = digits_config(tmp_path, "layerpar.method=pipelined", "optim.lr=0.05",
                            "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0", stages=2)
     assert config.micro_batches == 2  # the default for K = 2: 2(K−1)
-    trainer, grads, snapshots = _run_capturing_accumulated(config)
+    # Gradients just before each optimiser step, after every phase that adds to them.
+    update = PARALLEL_PROGRAM.index(("finish_stage_update", False))
+    trainer, grads, snapshots = _run_pipelined(config, capture_after=update)
     for step in (0, 2, 4):  # first tick of a window: no optimiser step
         for now, after in zip(snapshots[step].parameters(), snapshots[step + 1].parameters()):
             assert now.equal(after), f"weights moved at step {step}, inside a window"
