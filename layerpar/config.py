@@ -240,6 +240,12 @@ class RunConfig:
                 f"x {self.parallel.replicas} replicas: use a multiple of {micro * self.parallel.replicas} "
                 "or set layerpar.accumulate"
             )
+        if micro > 1 and self.train.batch_size // (micro * self.parallel.replicas) < 2:
+            raise ConfigError(
+                f"train.batch_size={self.train.batch_size} in {micro} micro-batches x {self.parallel.replicas} "
+                "replicas leaves 1 sample per micro-batch (BatchNorm needs 2): raise train.batch_size to "
+                f"{2 * micro * self.parallel.replicas} or set a smaller layerpar.accumulate"
+            )
 
     @property
     def micro_batches(self) -> int:

@@ -141,6 +141,8 @@ def test_micro_batches_are_the_serial_batch_in_parts(tmp_path):
          "set layerpar.warmup_epochs=0 and layerpar.serial_final_epochs=0"),
         (("layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
           "layerpar.accumulate=3"), "train.batch_size=32 does not split into 3 micro-batches"),
+        (("layerpar.method=pipelined", "train.batch_size=16", "parallel.stages=9"),
+         "leaves 1 sample per micro-batch"),
     ],
 )
 def test_bad_accumulation_settings_say_how_to_fix_them(tmp_path, overrides, message):
