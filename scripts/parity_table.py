@@ -5,8 +5,8 @@
 Groups the runs by dataset, model, arm, K and device kind (cpu or gpu: serial's accuracy differs
 between CPU and GPU numerics by more than between seeds); prints serial and layer-parallel
 accuracy as mean ± std over seeds, the gap (layer-parallel − serial, in points) and the seeds
-used.  Only layer-parallel groups whose serial twin (same dataset, model, epochs, device kind)
-exists are listed.
+used.  The gap is taken over the seeds both arms ran, against the serial twin with the same
+dataset, model, epochs and device kind; a group without one is listed with "–".
 """
 
 from __future__ import annotations
@@ -37,14 +37,15 @@ def table(runs: list[dict]) -> str:
     for (dataset, model, epochs, kind, arm, k), accs in sorted(groups.items()):
         if arm == "serial":
             continue
-        serial = groups.get((dataset, model, epochs, kind, "serial", 1))
-        if not serial:
-            continue
+        serial = groups.get((dataset, model, epochs, kind, "serial", 1)) or {}
         seeds = sorted(set(accs) & set(serial))
+        if not seeds:  # no serial twin on this kind of device: the layer-parallel runs alone
+            p_mean, p_std = _mean_std(list(accs.values()))
+            lines.append(f"| {dataset} | {model} | {epochs:g} | {kind} | {arm} | {k} | – | "
+                         f"{100 * p_mean:.2f} ± {100 * p_std:.2f} | – | {','.join(map(str, sorted(accs)))} |")
+            continue
         s_mean, s_std = _mean_std([serial[s] for s in seeds])
         p_mean, p_std = _mean_std([accs[s] for s in seeds])
-        if not seeds:
-            continue
         lines.append(f"| {dataset} | {model} | {epochs:g} | {kind} | {arm} | {k} | {100 * s_mean:.2f} ± {100 * s_std:.2f} | "
                      f"{100 * p_mean:.2f} ± {100 * p_std:.2f} | {100 * (p_mean - s_mean):+.2f} | "
                      f"{','.join(map(str, seeds))} |")
