@@ -13,10 +13,12 @@ from layerpar.config import RunConfig
 
 def print_run_summary(record: dict[str, Any]) -> None:
     table = Table(title=f"layerpar run: {record.get('run_dir', '')}")
-    for column in ("mode", "K", "model", "dataset", "test acc", "train time (s)", "step (s, median)", "samples/s"):
+    for column in ("mode", "K", "model", "dataset", "test acc", "train time (s)", "batch step (s, median)",
+                   "samples/s"):
         table.add_column(column)
     batch = record["config"]["train"]["batch_size"]
-    step = record["step_time_s_median"]
+    # Per batch: the pipelined method's loop steps are micro-batches.
+    step = record["step_time_s_median"] * record.get("micro_batches", 1)
     acc = record["final_test_acc"]
     table.add_row(
         record["mode"], str(record["stages"]), record["model"], record["dataset"],

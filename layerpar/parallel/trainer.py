@@ -118,6 +118,8 @@ def finish_run(run_dir: Path, config: RunConfig, result: LoopResult, setup: Setu
         "train_time_s": result.train_time_s,
         "step_time_s_median": steady[len(steady) // 2],
         "steps": result.steps,
+        # Loop steps per batch (pipelined method): ``steps`` and the step time count micro-steps.
+        "micro_batches": config.micro_batches,
         "bounds": list(setup.partition.bounds),
         "bytes_sent_total": bytes_sent,
         "epochs_log": result.epochs,
