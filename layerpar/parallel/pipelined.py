@@ -16,6 +16,12 @@ thing, one step late.  Module k (0-based) works on batch t − k at step t:
             adjoint ∂ℓ/∂h_k that module k+1 sent in its step t−1
         optimiser step; send h_k forward and ∂ℓ/∂u_k backward (both read in step t+1)
 
+Here a "step" is a step of the training loop.  With micro-batches (``layerpar.accumulate``, the
+default M = the smallest power of two ≥ 2(K−1)) each batch is M loop steps, the gradients of a
+batch's M steps are summed, and the optimiser steps once per batch (the stage worker's
+``finish_stage_update``): a delay of D_k loop steps is then at most ⌈D_k/M⌉ weight versions,
+one with the default M (the double-buffered weights of PipeDream-2BW, Narayanan et al., 2021).
+
 This is asynchronous pipeline parallelism with weight stashing (PipeDream, Narayanan et al.,
 2019; the delayed gradients of Huo et al., 2018): the gradient module k applies is exact
 backprop of one batch through the weights every module used for it, D_k steps stale.  Per
@@ -25,8 +31,8 @@ sends the same per micro-batch and idles for its bubble, the AuxNet methods send
 A run of parallel steps starts empty (module k idles for its first k steps: the fill) and ends
 (before a serial step, an evaluation or a stop) with a step that sends nothing: the batches still
 in flight are dropped, K−1 partial batches per run.  Runs span whole epochs by default, so this
-costs a few steps per epoch.  The AuxNet is not used in parallel steps; serial steps still
-distil it, and the per-epoch diagnostics still measure it.
+costs a few steps per epoch.  The method builds no AuxNet; each update logs the module's weight
+staleness (``weight_staleness``).
 """
 
 from __future__ import annotations
@@ -46,12 +52,13 @@ def pipeline_delay(stage: int, stages: int) -> int:
     return 2 * (stages - 1 - stage)
 
 
-def compensated_momentum(momentum: float, delay: int) -> float:
+def compensated_momentum(momentum: float, delay: float) -> float:
     """Explicit momentum for a module whose gradients arrive ``delay`` steps late.
 
     Delay acts as implicit momentum (Mitliagkas et al., 2016, "Asynchrony begets momentum"):
-    roughly, a delay of D multiplies the momentum's time constant 1/(1−μ) by D+1.  This keeps the
-    total at the serial value by shrinking the explicit part: 1 − (1−μ)(1+D), floored at 0."""
+    roughly, a delay of D optimiser steps multiplies the momentum's time constant 1/(1−μ) by D+1.
+    This keeps the total at the serial value by shrinking the explicit part: 1 − (1−μ)(1+D),
+    floored at 0."""
     return max(0.0, 1.0 - (1.0 - momentum) * (1 + delay))
 
 
@@ -108,7 +115,8 @@ def predicted_shift(worker: StageWorker) -> dict[str, torch.Tensor]:
     for name, param in worker.module.named_parameters():
         buffer = optimizer.state.get(param, {}).get("momentum_buffer")
         if buffer is not None:
-            shift[name] = -worker.delay * lr * buffer
+            # The delay in optimiser steps: loop steps / micro-batches per optimiser step.
+            shift[name] = -(worker.delay / worker.accumulate) * lr * buffer
     return shift
 
 

@@ -143,7 +143,8 @@ class StageWorker:
         self.oracle = oracle
         optim = config.optim
         if self.pipelined and config.layerpar.compensate_momentum:
-            optim = dataclasses.replace(optim, momentum=compensated_momentum(optim.momentum, self.delay))
+            steps_late = self.delay / self.accumulate  # in optimiser steps
+            optim = dataclasses.replace(optim, momentum=compensated_momentum(optim.momentum, steps_late))
         self.optimizer, self.scheduler = make_optimizer(module.parameters(), optim, total_steps)
         self.aux_optimizer = make_aux_optimizer(aux, config.aux) if aux is not None else None
         self.step = 0

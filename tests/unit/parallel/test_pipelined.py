@@ -161,3 +161,28 @@ def test_step_counts_in_the_config_are_batches(tmp_path):
     records = [json.loads(line) for line in lines]
     assert [r["step"] for r in records if r["kind"] == "epoch"] == [10, 20]  # every 5 batches = 10 micro
     assert max(r["step"] for r in records if r["kind"] == "step") == 23  # stopped after 12 batches = 24 micro
+
+
+def test_momentum_compensation_and_weight_prediction_options(tmp_path):
+    """The two options that did not help (docs/parity.md) still do what they say."""
+    from layerpar.parallel.pipelined import compensated_momentum, predicted_shift
+
+    assert compensated_momentum(0.9, 0) == pytest.approx(0.9)
+    assert compensated_momentum(0.9, 2) == pytest.approx(0.7)
+    assert compensated_momentum(0.9, 20) == 0.0
+    config = digits_config(tmp_path, *ONE_PART, "layerpar.compensate_momentum=true",
+                           "layerpar.predict_weights=true", "optim.lr=0.05", stages=3)
+    trainer, _, _ = _run_pipelined(config)
+    first = trainer.runner.workers[0]
+    # Module 0 at K=3, one batch per step: 4 optimiser steps late.
+    assert first.optimizer.param_groups[0]["momentum"] == pytest.approx(0.5)
+    shift = predicted_shift(first)
+    lr = first.optimizer.param_groups[0]["lr"]
+    name, param = next(iter(first.module.named_parameters()))
+    buffer = first.optimizer.state[param]["momentum_buffer"]
+    assert torch.allclose(shift[name], -4.0 * lr * buffer) and float(buffer.abs().max()) > 0
+    with_micro = digits_config(tmp_path, "layerpar.method=pipelined", "layerpar.compensate_momentum=true",
+                               stages=3)
+    # With the default 4 micro-batches the same 4 loop steps are 1 optimiser step.
+    assert LayerParallelTrainer(with_micro).runner.workers[0].optimizer.param_groups[0]["momentum"] == \
+        pytest.approx(0.8)
