@@ -111,7 +111,7 @@ def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[
     from layerpar.parallel.stage import PARALLEL_PROGRAM
 
     # The pipelined method feeds each step's batch in micro-batches, one loop step each.
-    micro = replace(config, layerpar={"warmup_epochs": 0, "serial_final_epochs": 0}).micro_batches
+    micro = config.micro_batches
     drain = (warmup + steps) * micro  # one more, untimed loop step ends the run (stale methods)
     runner = layerpar_runner(config, drain + 1)
 
