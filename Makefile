@@ -1,6 +1,7 @@
-# layerpar: the two commands a new user needs.
+# layerpar: the commands a new user (and CI) needs.
 #   make demo   set up .venv, fetch Fashion-MNIST, train the default preset (layer-parallel K=2, CPU)
-#   make test   run the test suite (what CI runs)
+#   make test   run the test suite (CI: make lint, then make test)
+#   make lint   ruff check (layerpar, tests), ruff format --check (layerpar), mypy (layerpar)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 # pyproject.toml keeps a range so GPU users keep their own build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo lint test test-fast clean
 
 $(BIN)/layerpar: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,11 @@ demo: setup
 	$(BIN)/layerpar data fetch fashion_mnist
 	$(BIN)/layerpar info --config configs/demo.yaml
 	$(BIN)/layerpar train --config configs/demo.yaml --cluster cluster_configs/local_cpu.yaml
+
+lint: setup
+	$(BIN)/ruff check layerpar tests
+	$(BIN)/ruff format --check layerpar
+	$(BIN)/mypy layerpar
 
 test: setup
 	$(BIN)/python -m pytest -q

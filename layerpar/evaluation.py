@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from layerpar.checkpoint import load_checkpoint
 from layerpar.config import RunConfig, from_dict
 from layerpar.data import load_dataset
 from layerpar.errors import CheckpointError
 from layerpar.parallel.evaluate import evaluate_serial
 from layerpar.parallel.setup import build_model_for, torch_dtype
-
-import torch
 
 
 def evaluate_checkpoint(path: str | Path, test_limit: int | None = None) -> float:
@@ -27,6 +27,10 @@ def evaluate_checkpoint(path: str | Path, test_limit: int | None = None) -> floa
         raise CheckpointError(f"{path} does not fit {config.model.name}: {error}") from error
     dtype = torch_dtype(config.train.dtype)
     model.to(dtype=dtype)
-    test = load_dataset(config.data.dataset, "test", cache_dir=config.data.cache_dir,
-                        limit=test_limit if test_limit is not None else config.data.test_limit)
+    test = load_dataset(
+        config.data.dataset,
+        "test",
+        cache_dir=config.data.cache_dir,
+        limit=test_limit if test_limit is not None else config.data.test_limit,
+    )
     return evaluate_serial([model], test, None, device=torch.device("cpu"), dtype=dtype)

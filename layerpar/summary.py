@@ -13,16 +13,29 @@ from layerpar.config import RunConfig
 
 def print_run_summary(record: dict[str, Any]) -> None:
     table = Table(title=f"layerpar run: {record.get('run_dir', '')}")
-    for column in ("mode", "K", "model", "dataset", "test acc", "train time (s)", "batch step (s, median)",
-                   "samples/s"):
+    for column in (
+        "mode",
+        "K",
+        "model",
+        "dataset",
+        "test acc",
+        "train time (s)",
+        "batch step (s, median)",
+        "samples/s",
+    ):
         table.add_column(column)
     batch = record["config"]["train"]["batch_size"]
     # Per batch: the pipelined method's loop steps are micro-batches.
     step = record["step_time_s_median"] * record.get("micro_batches", 1)
     acc = record["final_test_acc"]
     table.add_row(
-        record["mode"], str(record["stages"]), record["model"], record["dataset"],
-        f"{acc:.4f}" if acc is not None else "-", f"{record['train_time_s']:.1f}", f"{step:.4f}",
+        record["mode"],
+        str(record["stages"]),
+        record["model"],
+        record["dataset"],
+        f"{acc:.4f}" if acc is not None else "-",
+        f"{record['train_time_s']:.1f}",
+        f"{step:.4f}",
         f"{batch / step:.0f}" if step else "-",
     )
     _console().print(table)
@@ -41,8 +54,10 @@ def print_info(config: RunConfig) -> None:
 
     setup = build_setup(config)
     console = _console()
-    table = Table(title=f"{config.model.name} on {config.data.dataset}: K={config.parallel.stages}, "
-                  f"balance={config.parallel.balance}")
+    table = Table(
+        title=f"{config.model.name} on {config.data.dataset}: K={config.parallel.stages}, "
+        f"balance={config.parallel.balance}"
+    )
     for column in ("stage", "blocks", "params", "output shape"):
         table.add_column(column)
     bounds = setup.partition.bounds

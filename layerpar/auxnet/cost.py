@@ -13,9 +13,11 @@ def _forward_backward_seconds(module: nn.Module, x: torch.Tensor, repeats: int) 
     for attempt in range(repeats + 1):
         start = time.perf_counter()
         out = module(x)
-        tensors = [out] if isinstance(out, torch.Tensor) else list(out.states) + [
-            m for m in out.multipliers if m is not None
-        ]
+        tensors = (
+            [out]
+            if isinstance(out, torch.Tensor)
+            else list(out.states) + [m for m in out.multipliers if m is not None]
+        )
         torch.autograd.backward(tensors, [torch.ones_like(t) for t in tensors])
         if x.is_cuda:
             torch.cuda.synchronize(x.device)

@@ -9,6 +9,7 @@ so any backbone whose boundaries are images (N, C, H, W) or vectors (N, D) gets 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,21 +34,26 @@ class ConvAdapter(nn.Module):
         super().__init__()
         self.shape = shape
         if len(shape) == 3:
-            self.proj: nn.Module = nn.Conv2d(channels, shape[0], 1)
+            self.proj: nn.Conv2d | nn.Linear = nn.Conv2d(channels, shape[0], 1)
         else:
             self.proj = nn.Linear(channels, shape[0])
         if zero_init:
             nn.init.zeros_(self.proj.weight)
+            assert self.proj.bias is not None  # both layers are built with a bias
             nn.init.zeros_(self.proj.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if len(self.shape) == 3:
-            size = tuple(self.shape[1:])
+            size = (self.shape[1], self.shape[2])
             if features.shape[-2] > size[0]:
                 features = F.adaptive_avg_pool2d(features, size)
             out = self.proj(features)
             # A trunk coarser than the boundary (aux stem stride 2): project, then upsample.
-            return out if out.shape[-2:] == size else F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+            return (
+                out
+                if out.shape[-2:] == size
+                else F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+            )
         return self.proj(torch.flatten(F.adaptive_avg_pool2d(features, 1), 1))
 
 
@@ -75,10 +81,10 @@ class AuxNet(nn.Module):
     def __init__(
         self,
         stem: nn.Module,
-        segments: list[nn.Module],
-        adapters: list[nn.Module],
-        heads: list[nn.Module] | None,
-        label_film: list[nn.Embedding] | None = None,
+        segments: Sequence[nn.Module],
+        adapters: Sequence[nn.Module],
+        heads: Sequence[nn.Module] | None,
+        label_film: Sequence[nn.Embedding] | None = None,
     ) -> None:
         super().__init__()
         self.stem = stem
@@ -109,7 +115,6 @@ class AuxNet(nn.Module):
             states.append(self.adapters[k](features))
             multipliers.append(self._multiplier(k, features, labels) if self.heads is not None else None)
         return AuxOutput(states, multipliers)
-
 
     def _multiplier(self, k: int, features: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         assert self.heads is not None
@@ -146,7 +151,9 @@ def build_auxnet(
     ``label_classes`` lets the multiplier heads see the labels (FiLM).
     """
     if len(input_shape) == 3 and any(len(s) == 3 for s in boundary_shapes):
-        aux = _conv_auxnet(input_shape, boundary_shapes, width, blocks_per_stage, multiplier_heads, stem_stride)
+        aux = _conv_auxnet(
+            input_shape, boundary_shapes, width, blocks_per_stage, multiplier_heads, stem_stride
+        )
     else:
         aux = _mlp_auxnet(input_shape, boundary_shapes, width, blocks_per_stage, multiplier_heads)
     films = _label_film(width, label_classes, len(boundary_shapes)) if multiplier_heads else None

@@ -28,7 +28,7 @@ class OracleAux:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, upto: int | None = None) -> AuxOutput:
         saved = [{k: v.clone() for k, v in s.state_dict().items()} for s in self.stages]
         h = x
-        boundaries = []
+        boundaries: list[torch.Tensor] = []
         for stage in self.stages[:-1]:
             h = stage(h.detach() if not boundaries else h)
             boundaries.append(h)

@@ -15,8 +15,9 @@ from layerpar.data.seeding import generator_for
 from layerpar.errors import ConfigError
 
 
-def augment_batch(images: torch.Tensor, seed: int, step: int, *, pad: int = 2,
-                  flip: bool = False, fill: float = 0.0) -> torch.Tensor:
+def augment_batch(
+    images: torch.Tensor, seed: int, step: int, *, pad: int = 2, flip: bool = False, fill: float = 0.0
+) -> torch.Tensor:
     """Randomly shift (and optionally mirror) each image of an ``(N, C, H, W)`` batch.
 
     Each sample is padded by ``pad`` pixels of value ``fill`` on every side and cropped back to
@@ -51,8 +52,7 @@ def augment_batch(images: torch.Tensor, seed: int, step: int, *, pad: int = 2,
     return picked_rows.gather(3, cols[:, None, None, :].expand(n, channels, height, width))
 
 
-def _draw(n: int, seed: int, step: int, *, pad: int,
-          flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _draw(n: int, seed: int, step: int, *, pad: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample crop offsets in ``[0, 2*pad]`` (rows, cols) and mirror flags, on the CPU.
 
     Drawing on a CPU generator keeps the numbers identical whether the images live on a CPU
@@ -60,8 +60,5 @@ def _draw(n: int, seed: int, step: int, *, pad: int,
     """
     generator = generator_for("augment", seed, step)
     offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
-    if flip:
-        mirrored = torch.rand(n, generator=generator) < 0.5
-    else:
-        mirrored = torch.zeros(n, dtype=torch.bool)
+    mirrored = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
     return offsets, mirrored

@@ -46,11 +46,11 @@ class ArrayDataset:
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4 or self.images.dtype != torch.float32:
-            raise DataError(f"images must be (N, C, H, W) float32, got {tuple(self.images.shape)} "
-                            f"{self.images.dtype}.")
+            raise DataError(
+                f"images must be (N, C, H, W) float32, got {tuple(self.images.shape)} {self.images.dtype}."
+            )
         if self.labels.dim() != 1 or self.labels.dtype != torch.int64:
-            raise DataError(f"labels must be (N,) int64, got {tuple(self.labels.shape)} "
-                            f"{self.labels.dtype}.")
+            raise DataError(f"labels must be (N,) int64, got {tuple(self.labels.shape)} {self.labels.dtype}.")
         if self.images.shape[0] != self.labels.shape[0]:
             raise DataError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels.")
 
@@ -69,11 +69,13 @@ class _Spec:
     std: float
 
 
-_SPECS: Mapping[str, _Spec] = MappingProxyType({
-    "mnist": _Spec(DatasetInfo(1, 28, 28, 10), 255.0, 0.1307, 0.3081),
-    "fashion_mnist": _Spec(DatasetInfo(1, 28, 28, 10), 255.0, 0.2860, 0.3530),
-    "digits": _Spec(DatasetInfo(1, 8, 8, 10), 16.0, 0.3051, 0.3750),
-})
+_SPECS: Mapping[str, _Spec] = MappingProxyType(
+    {
+        "mnist": _Spec(DatasetInfo(1, 28, 28, 10), 255.0, 0.1307, 0.3081),
+        "fashion_mnist": _Spec(DatasetInfo(1, 28, 28, 10), 255.0, 0.2860, 0.3530),
+        "digits": _Spec(DatasetInfo(1, 8, 8, 10), 16.0, 0.3051, 0.3750),
+    }
+)
 
 #: Every name :func:`load_dataset` accepts.
 DATASET_NAMES: tuple[str, ...] = tuple(_SPECS)
@@ -83,9 +85,7 @@ def _spec(name: str) -> _Spec:
     try:
         return _SPECS[name]
     except KeyError:
-        raise DataError(
-            f"unknown data set {name!r}; expected one of: {', '.join(DATASET_NAMES)}."
-        ) from None
+        raise DataError(f"unknown data set {name!r}; expected one of: {', '.join(DATASET_NAMES)}.") from None
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -102,8 +102,14 @@ def normalization(name: str) -> tuple[float, float]:
     return spec.mean, spec.std
 
 
-def load_dataset(name: str, split: Split, cache_dir: Path | str | None = None,
-                 limit: int | None = None, *, progress: bool = True) -> ArrayDataset:
+def load_dataset(
+    name: str,
+    split: Split,
+    cache_dir: Path | str | None = None,
+    limit: int | None = None,
+    *,
+    progress: bool = True,
+) -> ArrayDataset:
     """Load one split of data set ``name`` into memory, fetching it first if needed.
 
     ``limit`` keeps only the first ``limit`` samples (all of them if the split is smaller), for
@@ -123,12 +129,14 @@ def load_dataset(name: str, split: Split, cache_dir: Path | str | None = None,
         # Cut before converting to float so that quick runs never build the full tensor.
         images, labels = images[:limit], labels[:limit]
     _check_arrays(name, images, labels, spec.info)
-    return ArrayDataset(_normalise(images, spec), torch.from_numpy(labels.astype(np.int64)),
-                        spec.info.num_classes)
+    return ArrayDataset(
+        _normalise(images, spec), torch.from_numpy(labels.astype(np.int64)), spec.info.num_classes
+    )
 
 
-def _idx_arrays(name: str, split: Split, cache_dir: Path | str | None, *,
-                progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def _idx_arrays(
+    name: str, split: Split, cache_dir: Path | str | None, *, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
     directory = fetch_dataset(name, cache_dir, progress=progress)
     prefix = "train" if split == "train" else "t10k"
     images = read_idx(directory / f"{prefix}-images-idx3-ubyte", ndim=3)
@@ -149,13 +157,15 @@ def _digits_arrays(split: Split) -> tuple[np.ndarray, np.ndarray]:
 def _check_arrays(name: str, images: np.ndarray, labels: np.ndarray, info: DatasetInfo) -> None:
     """Raise :class:`DataError` unless the raw arrays fit what ``info`` promises."""
     if images.ndim != 3 or images.shape[1:] != (info.height, info.width):
-        raise DataError(f"{name}: images have shape {images.shape}, expected "
-                        f"(N, {info.height}, {info.width}).")
+        raise DataError(
+            f"{name}: images have shape {images.shape}, expected (N, {info.height}, {info.width})."
+        )
     if labels.shape != (images.shape[0],):
         raise DataError(f"{name}: {images.shape[0]} images but labels of shape {labels.shape}.")
     if labels.size and (labels.min() < 0 or labels.max() >= info.num_classes):
-        raise DataError(f"{name}: labels span [{labels.min()}, {labels.max()}], expected "
-                        f"[0, {info.num_classes - 1}].")
+        raise DataError(
+            f"{name}: labels span [{labels.min()}, {labels.max()}], expected [0, {info.num_classes - 1}]."
+        )
 
 
 def _normalise(images: np.ndarray, spec: _Spec) -> torch.Tensor:

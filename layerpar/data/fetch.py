@@ -49,8 +49,9 @@ def fetch_dataset(name: str, cache_dir: Path | str | None = None, *, progress: b
     return fetch_files(remote.files, remote.sources, dest, progress=progress)
 
 
-def fetch_files(files: Sequence[FileSpec], sources: Sequence[Source], dest: Path, *,
-                progress: bool = True) -> Path:
+def fetch_files(
+    files: Sequence[FileSpec], sources: Sequence[Source], dest: Path, *, progress: bool = True
+) -> Path:
     """Install ``files`` into ``dest`` from the first ``sources`` that can provide them."""
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -59,8 +60,10 @@ def fetch_files(files: Sequence[FileSpec], sources: Sequence[Source], dest: Path
     if not _unverified(files, dest, report=False):
         return dest
     if not os.access(dest, os.W_OK):
-        raise DataError(f"the data directory {dest} is incomplete and not writable; pass a "
-                        f"writable cache_dir or set ${CACHE_ENV_VAR}.")
+        raise DataError(
+            f"the data directory {dest} is incomplete and not writable; pass a "
+            f"writable cache_dir or set ${CACHE_ENV_VAR}."
+        )
     # Holding the lock while fetching lets concurrent workers wait for one fetch and then find
     # the files in place, instead of all downloading them.
     with exclusive_lock(dest / _LOCK_NAME):
@@ -70,8 +73,7 @@ def fetch_files(files: Sequence[FileSpec], sources: Sequence[Source], dest: Path
         for source in sources:
             if not missing:
                 break
-            logger.info("fetching %s from %s", ", ".join(f.filename for f in missing),
-                        source.description)
+            logger.info("fetching %s from %s", ", ".join(f.filename for f in missing), source.description)
             try:
                 source.fetch(missing, dest, progress=progress)
             except Exception as exc:  # noqa: BLE001 - any failure just means "try the next one"

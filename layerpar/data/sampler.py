@@ -19,8 +19,9 @@ def steps_per_epoch(num_samples: int, batch_size: int, drop_last: bool = True) -
     return full if drop_last or rest == 0 else full + 1
 
 
-def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int,
-                  drop_last: bool = True) -> list[torch.Tensor]:
+def epoch_batches(
+    num_samples: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True
+) -> list[torch.Tensor]:
     """Split a random permutation of ``range(num_samples)`` into int64 index batches.
 
     The permutation depends only on ``(seed, epoch)``. With ``drop_last`` a final batch smaller
@@ -31,7 +32,7 @@ def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int,
     order = torch.randperm(num_samples, generator=generator_for("sampler", seed, epoch))
     count = steps_per_epoch(num_samples, batch_size, drop_last)
     # clone(): a view would drag the whole permutation along when a batch is pickled.
-    return [order[i * batch_size:(i + 1) * batch_size].clone() for i in range(count)]
+    return [order[i * batch_size : (i + 1) * batch_size].clone() for i in range(count)]
 
 
 def _check_sizes(num_samples: int, batch_size: int) -> None:

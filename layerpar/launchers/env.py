@@ -14,7 +14,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def contract(master_addr: str, master_port: int, rank: int, world_size: int, local_rank: int) -> dict[str, str]:
+def contract(
+    master_addr: str, master_port: int, rank: int, world_size: int, local_rank: int
+) -> dict[str, str]:
     """MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK (what ``env://`` reads)."""
     if not 0 <= rank < world_size:
         raise LaunchError(f"rank {rank} outside world size {world_size}")

@@ -1,6 +1,6 @@
 """Local launcher: one spawned process per worker on this machine.
 
-    layerpar launch --cluster cluster_configs/local_cpu.yaml -- train --config configs/demo.yaml
+layerpar launch --cluster cluster_configs/local_cpu.yaml -- train --config configs/demo.yaml
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def _check_alive(procs: list[Any], pending: set[int]) -> None:
             raise WorkerError(f"worker process exited with code {code} before reporting a result", rank)
 
 
-def launch_local(config: RunConfig, resume: bool = False, timeout_s: float | None = None) -> dict[str, Any] | None:
+def launch_local(
+    config: RunConfig, resume: bool = False, timeout_s: float | None = None
+) -> dict[str, Any] | None:
     """Run ``stages × replicas`` worker processes here; returns rank 0's run summary.
 
     The first worker failure terminates the others and is raised as WorkerError with its rank.
@@ -48,8 +50,10 @@ def launch_local(config: RunConfig, resume: bool = False, timeout_s: float | Non
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_entry, args=(r, world_size, port, config, resume, results), daemon=False)
-             for r in range(world_size)]
+    procs = [
+        ctx.Process(target=_entry, args=(r, world_size, port, config, resume, results), daemon=False)
+        for r in range(world_size)
+    ]
     for proc in procs:
         proc.start()
     summary: dict[str, Any] | None = None
@@ -62,7 +66,9 @@ def launch_local(config: RunConfig, resume: bool = False, timeout_s: float | Non
             except queue.Empty:
                 _check_alive(procs, pending)
                 if time.monotonic() > deadline:
-                    raise WorkerError(f"no result from ranks {sorted(pending)} within {timeout_s} s", None) from None
+                    raise WorkerError(
+                        f"no result from ranks {sorted(pending)} within {timeout_s} s", None
+                    ) from None
                 continue
             pending.discard(rank)
             if status == "error":

@@ -92,8 +92,8 @@ def _failure(code: int, output: str, error_dir: Path) -> WorkerError:
         except (OSError, ValueError, KeyError, TypeError):
             continue
     if errors:
-        _, rank, message = min(errors)
-        return WorkerError(message.rstrip(), rank)
+        _, first_rank, message = min(errors)
+        return WorkerError(message.rstrip(), first_rank)
     match = re.search(r"Process name: \[\[\d+,\d+\],(\d+)\]", output)
     rank = int(match.group(1)) if match else None
     return WorkerError(f"mpirun exited with code {code}\n--- mpirun output ---\n{tail(output)}", rank)

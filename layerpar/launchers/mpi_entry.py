@@ -44,10 +44,7 @@ def rendezvous(comm: Any, master_port: int | None = None) -> dict[str, str]:
     one_node = comm.allreduce(local_size, op=MPI.MIN) == world_size
     address: tuple[str, int] | None = None
     if rank == 0:
-        if one_node:
-            host = "127.0.0.1"
-        else:
-            host = os.environ.get("MASTER_ADDR") or socket.gethostname()
+        host = "127.0.0.1" if one_node else (os.environ.get("MASTER_ADDR") or socket.gethostname())
         address = (host, master_port or free_port("127.0.0.1" if one_node else "0.0.0.0"))
     host, port = comm.bcast(address, root=0)
     return contract(host, port, rank, world_size, local_rank)
@@ -81,8 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(3) from None
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s"
+    )
     try:
         os.environ.update(rendezvous(comm, args.master_port))
         from layerpar.config import load_config

@@ -4,6 +4,7 @@ and stopping a whole process group on timeout, Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,7 +31,9 @@ def child_env(threads: int = 1, extra: dict[str, str] | None = None) -> dict[str
     return env
 
 
-def run_streaming(command: list[str], env: dict[str, str], timeout_s: float | None, name: str) -> tuple[int, str]:
+def run_streaming(
+    command: list[str], env: dict[str, str], timeout_s: float | None, name: str
+) -> tuple[int, str]:
     """Run ``command`` in its own session, echo its output to stderr as it comes (live progress),
     and return (exit code, the last lines of output).
 
@@ -38,9 +41,17 @@ def run_streaming(command: list[str], env: dict[str, str], timeout_s: float | No
     no rank outlives the launcher.
     """
     try:
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,
+        )
     except OSError as error:
         raise LaunchError(f"cannot start {name} ({command[0]}): {error}") from error
     lines: collections.deque[str] = collections.deque(maxlen=TAIL_LINES * 4)
@@ -66,8 +77,11 @@ def run_streaming(command: list[str], env: dict[str, str], timeout_s: float | No
     except subprocess.TimeoutExpired:
         stop_group(proc)
         reader.join(timeout=5)
-        raise WorkerError(f"{name} still running after {timeout_s:.0f} s (timeout_min in the cluster "
-                          f"config); stopped it\n{tail(''.join(lines))}", None) from None
+        raise WorkerError(
+            f"{name} still running after {timeout_s:.0f} s (timeout_min in the cluster "
+            f"config); stopped it\n{tail(''.join(lines))}",
+            None,
+        ) from None
     except BaseException:
         stop_group(proc)
         raise
@@ -85,19 +99,15 @@ def _interrupt(signum: int, frame: Any) -> None:
 def stop_group(proc: subprocess.Popen[str], grace_s: float = 10.0) -> None:
     """SIGTERM the process group of ``proc`` (a session leader), then SIGKILL after ``grace_s``."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
         try:
             proc.wait(timeout=wait_s)
             break
         except subprocess.TimeoutExpired:
             continue
-    try:  # children that outlived the leader
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # children that outlived the leader
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:

@@ -63,8 +63,11 @@ class RayWorker:
         """Export the contract (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, ...)."""
         os.environ.update(env)
         self.rank = int(env["RANK"])
-        logging.basicConfig(level=logging.INFO, force=True,
-                            format=f"%(asctime)s rank{self.rank} %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO,
+            force=True,
+            format=f"%(asctime)s rank{self.rank} %(levelname)s %(name)s: %(message)s",
+        )
 
     def run(self, config: dict[str, Any], resume: bool) -> dict[str, Any]:
         """Train this rank; returns {"status": "ok", "summary": ...} or {"status": "error", ...}."""
@@ -109,15 +112,23 @@ def launch_ray(config: RunConfig, cluster: ClusterConfig, resume: bool = False) 
     group = None
     actors: list[Any] = []
     try:
-        group = placement_group([dict(bundle) for _ in range(world_size)], strategy=cluster.ray.placement_strategy)
+        group = placement_group(
+            [dict(bundle) for _ in range(world_size)], strategy=cluster.ray.placement_strategy
+        )
         _wait_placement(ray, group, world_size, bundle, min(timeout_s, PLACEMENT_TIMEOUT_S))
         remote_worker = ray.remote(RayWorker)
         for rank in range(world_size):
-            strategy = PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=rank)
-            actors.append(remote_worker.options(
-                num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0.0), scheduling_strategy=strategy,
-                max_restarts=0,
-            ).remote())
+            strategy = PlacementGroupSchedulingStrategy(
+                placement_group=group, placement_group_bundle_index=rank
+            )
+            actors.append(
+                remote_worker.options(
+                    num_cpus=bundle["CPU"],
+                    num_gpus=bundle.get("GPU", 0.0),
+                    scheduling_strategy=strategy,
+                    max_restarts=0,
+                ).remote()
+            )
         envs = _contracts(ray, actors, cluster.master_port, timeout_s)
         ray.get([actor.setup_env.remote(env) for actor, env in zip(actors, envs)], timeout=timeout_s)
         config_dict = config.to_dict()
@@ -145,7 +156,9 @@ def _connect(ray: Any, cluster: ClusterConfig, world_size: int) -> bool:
     return True
 
 
-def _wait_placement(ray: Any, group: Any, world_size: int, bundle: dict[str, float], timeout_s: float) -> None:
+def _wait_placement(
+    ray: Any, group: Any, world_size: int, bundle: dict[str, float], timeout_s: float
+) -> None:
     try:
         ray.get(group.ready(), timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
@@ -156,13 +169,16 @@ def _wait_placement(ray: Any, group: Any, world_size: int, bundle: dict[str, flo
         ) from None
 
 
-def _contracts(ray: Any, actors: list[Any], master_port: int | None, timeout_s: float) -> list[dict[str, str]]:
+def _contracts(
+    ray: Any, actors: list[Any], master_port: int | None, timeout_s: float
+) -> list[dict[str, str]]:
     """The environment of every rank: rank 0's node address, a port free there, local ranks."""
     nodes = ray.get([actor.node.remote() for actor in actors], timeout=timeout_s)
     one_node = len({node_id for node_id, _ in nodes}) == 1
     master_addr = "127.0.0.1" if one_node else nodes[0][1]
-    port = master_port or ray.get(actors[0].free_port.remote("127.0.0.1" if one_node else "0.0.0.0"),
-                                  timeout=timeout_s)
+    port = master_port or ray.get(
+        actors[0].free_port.remote("127.0.0.1" if one_node else "0.0.0.0"), timeout=timeout_s
+    )
     seen: dict[str, int] = {}
     envs = []
     for rank, (node_id, _) in enumerate(nodes):
@@ -182,15 +198,19 @@ def _wait_all(ray: Any, refs: list[Any], timeout_s: float) -> dict[str, Any] | N
         done, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
         if not done:
             ranks = sorted(rank_of[ref] for ref in pending)
-            raise WorkerError(f"no result from ranks {ranks} within {timeout_s:.0f} s (timeout_min in the "
-                              "cluster config); their actors were stopped", None)
+            raise WorkerError(
+                f"no result from ranks {ranks} within {timeout_s:.0f} s (timeout_min in the "
+                "cluster config); their actors were stopped",
+                None,
+            )
         ref = done[0]
         rank = rank_of[ref]
         try:
             result = ray.get(ref)
         except ray.exceptions.RayActorError as error:
-            raise WorkerError(f"the Ray actor of rank {rank} died (killed, out of memory or crashed): {error}",
-                              rank) from None
+            raise WorkerError(
+                f"the Ray actor of rank {rank} died (killed, out of memory or crashed): {error}", rank
+            ) from None
         except ray.exceptions.RayError as error:
             raise WorkerError(f"{type(error).__name__}: {error}", rank) from None
         if result["status"] == "error":
@@ -200,7 +220,9 @@ def _wait_all(ray: Any, refs: list[Any], timeout_s: float) -> dict[str, Any] | N
     return summary
 
 
-def _cleanup(ray: Any, actors: list[Any], group: Any, remove_placement_group: Any, started_here: bool) -> None:
+def _cleanup(
+    ray: Any, actors: list[Any], group: Any, remove_placement_group: Any, started_here: bool
+) -> None:
     """Kill the actors, free the placement group, and disconnect a Ray started here."""
     for actor in actors:
         try:

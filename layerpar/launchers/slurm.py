@@ -21,18 +21,30 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from layerpar.config import RunConfig
 from layerpar.errors import LaunchError, WorkerError
 from layerpar.launchers.cluster import ClusterConfig
 from layerpar.launchers.processes import tail
 
-TERMINAL_STATES = frozenset({
-    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
-    "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT",
-})
+TERMINAL_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "REVOKED",
+        "SPECIAL_EXIT",
+        "TIMEOUT",
+    }
+)
 POLL_S = 0.5
 POLL_MAX_S = 15.0
 
@@ -41,8 +53,13 @@ POLL_MAX_S = 15.0
 # The script
 
 
-def render_sbatch(config: RunConfig, cluster: ClusterConfig, train_argv: Sequence[str], run_dir: str | Path,
-                  resume: bool = False) -> str:
+def render_sbatch(
+    config: RunConfig,
+    cluster: ClusterConfig,
+    train_argv: Sequence[str],
+    run_dir: str | Path,
+    resume: bool = False,
+) -> str:
     """The sbatch script that trains ``config`` on ``cluster`` (a pure function of its arguments).
 
     ``train_argv`` (the ``train ...`` command line) is recorded in a comment; ``--resume`` in it
@@ -77,7 +94,13 @@ def render_sbatch(config: RunConfig, cluster: ClusterConfig, train_argv: Sequenc
     options += list(slurm.extra_sbatch)
 
     port = str(cluster.master_port) if cluster.master_port else "$((20000 + SLURM_JOB_ID % 20000))"
-    worker = ['"${PYTHON[@]}"', "-m", "layerpar.parallel.worker", "--config", shlex.quote(str(run_dir / "config.yaml"))]
+    worker = [
+        '"${PYTHON[@]}"',
+        "-m",
+        "layerpar.parallel.worker",
+        "--config",
+        shlex.quote(str(run_dir / "config.yaml")),
+    ]
     if resume:
         worker.append("--resume")
     srun = ["srun", "--kill-on-bad-exit=1", f"--ntasks={world_size}", *map(shlex.quote, slurm.srun_args)]
@@ -106,8 +129,8 @@ def render_sbatch(config: RunConfig, cluster: ClusterConfig, train_argv: Sequenc
         "",
         "# --- one task per worker: the task's Slurm ids become the contract, then the worker runs",
         " ".join(srun) + " \\",
-        "  bash -c 'export RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID; exec \"$@\"' "
-        "layerpar-worker \\",
+        "  bash -c 'export RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID; "
+        'exec "$@"\' layerpar-worker \\',
         "  " + " ".join(worker),
         "",
     ]
@@ -132,8 +155,8 @@ def log_dir_for(cluster: ClusterConfig, run_dir: str | Path) -> Path:
 def _check_fits(cluster: ClusterConfig, world_size: int, per_node: int) -> None:
     if cluster.nodes * per_node < world_size:
         raise LaunchError(
-            f"{world_size} workers (parallel.stages × parallel.replicas) do not fit on nodes: {cluster.nodes} "
-            f"× workers_per_node: {per_node}; raise nodes or workers_per_node"
+            f"{world_size} workers (parallel.stages × parallel.replicas) do not fit on "
+            f"nodes: {cluster.nodes} × workers_per_node: {per_node}; raise nodes or workers_per_node"
         )
     if cluster.gpus_per_node > 0 and per_node > cluster.gpus_per_node:
         raise LaunchError(
@@ -146,8 +169,13 @@ def _check_fits(cluster: ClusterConfig, world_size: int, per_node: int) -> None:
 # Submitting and waiting
 
 
-def submit(config: RunConfig, cluster: ClusterConfig, train_argv: Sequence[str] = ("train",),
-           dry_run: bool = False, resume: bool = False) -> str | None:
+def submit(
+    config: RunConfig,
+    cluster: ClusterConfig,
+    train_argv: Sequence[str] = ("train",),
+    dry_run: bool = False,
+    resume: bool = False,
+) -> str | None:
     """Write RUN/config.yaml and RUN/job.sbatch and submit the job; returns the job id.
 
     ``dry_run`` prints the script and submits (and writes) nothing.
@@ -155,12 +183,15 @@ def submit(config: RunConfig, cluster: ClusterConfig, train_argv: Sequence[str] 
     return _submit(config, cluster, train_argv, dry_run, resume)[0]
 
 
-def _submit(config: RunConfig, cluster: ClusterConfig, train_argv: Sequence[str], dry_run: bool,
-            resume: bool) -> tuple[str | None, Path]:
+def _submit(
+    config: RunConfig, cluster: ClusterConfig, train_argv: Sequence[str], dry_run: bool, resume: bool
+) -> tuple[str | None, Path]:
     from layerpar.parallel.run import pin_run_dir, run_dir_for, write_run_config
 
     if cluster.launcher != "slurm":
-        raise LaunchError(f"`layerpar submit` needs a cluster config with launcher: slurm, got {cluster.launcher!r}")
+        raise LaunchError(
+            f"`layerpar submit` needs a cluster config with launcher: slurm, got {cluster.launcher!r}"
+        )
     # The job may start in another directory, and its ranks later than now: pin an absolute
     # run folder (and the timestamped default name) in the config they read.
     config = pin_run_dir(config)
@@ -171,8 +202,10 @@ def _submit(config: RunConfig, cluster: ClusterConfig, train_argv: Sequence[str]
         return None, run_dir
     sbatch = shutil.which("sbatch")
     if sbatch is None:
-        raise LaunchError("sbatch not found on PATH: run `layerpar submit` on a Slurm login node "
-                          "(or install slurm-client); --dry-run prints the script")
+        raise LaunchError(
+            "sbatch not found on PATH: run `layerpar submit` on a Slurm login node "
+            "(or install slurm-client); --dry-run prints the script"
+        )
     write_run_config(run_dir, config)
     log_dir = log_dir_for(cluster, run_dir)
     log_dir.mkdir(parents=True, exist_ok=True)  # Slurm does not create it; the job would fail silently
@@ -184,12 +217,18 @@ def _submit(config: RunConfig, cluster: ClusterConfig, train_argv: Sequence[str]
     os.replace(tmp, path)
     done = _client([sbatch, "--parsable", str(path)], timeout_s=120)
     if done.returncode != 0:
-        raise LaunchError(f"sbatch failed (exit code {done.returncode}) for {path}:\n{done.stderr.strip() or done.stdout.strip()}")
+        raise LaunchError(
+            f"sbatch failed (exit code {done.returncode}) for {path}:\n"
+            f"{done.stderr.strip() or done.stdout.strip()}"
+        )
     job_id = done.stdout.strip().split(";", 1)[0]
     if not job_id.isdigit():
         raise LaunchError(f"sbatch printed no job id: {done.stdout.strip()!r} {done.stderr.strip()!r}")
-    print(f"submitted Slurm job {job_id}\n  log:        {log_path_for(cluster, run_dir, job_id)}\n"
-          f"  run folder: {run_dir}\n  watch:      squeue -j {job_id}; cancel: scancel {job_id}", flush=True)
+    print(
+        f"submitted Slurm job {job_id}\n  log:        {log_path_for(cluster, run_dir, job_id)}\n"
+        f"  run folder: {run_dir}\n  watch:      squeue -j {job_id}; cancel: scancel {job_id}",
+        flush=True,
+    )
     return job_id, run_dir
 
 
@@ -213,8 +252,11 @@ def run_blocking(config: RunConfig, cluster: ClusterConfig, resume: bool = False
                 break
             if time.monotonic() > deadline:
                 cancel(job_id)
-                raise WorkerError(f"Slurm job {job_id} still {state} after {cluster.timeout_min} min "
-                                  f"(timeout_min); cancelled it\n{_log_tail(log_path)}", None)
+                raise WorkerError(
+                    f"Slurm job {job_id} still {state} after {cluster.timeout_min} min "
+                    f"(timeout_min); cancelled it\n{_log_tail(log_path)}",
+                    None,
+                )
             time.sleep(poll_s)
             poll_s = min(poll_s * 1.5, POLL_MAX_S)  # be gentle with slurmctld on long jobs
     except KeyboardInterrupt:
@@ -223,16 +265,22 @@ def run_blocking(config: RunConfig, cluster: ClusterConfig, resume: bool = False
     summary_path = run_dir / "summary.json"
     if state == "COMPLETED" or (state == "VANISHED" and summary_path.is_file()):
         if not summary_path.is_file():
-            raise WorkerError(f"Slurm job {job_id} completed but rank 0 wrote no {summary_path}\n{_log_tail(log_path)}", 0)
+            raise WorkerError(
+                f"Slurm job {job_id} completed but rank 0 wrote no {summary_path}\n{_log_tail(log_path)}", 0
+            )
         return json.loads(summary_path.read_text())
     try:
         log_text = log_path.read_text(errors="replace")
     except OSError:
         log_text = ""
-    match = re.search(r"worker rank (\d+) failed", log_text) or re.search(r"tasks? (\d+)(?:-\d+)?: Exited", log_text)
+    match = re.search(r"worker rank (\d+) failed", log_text) or re.search(
+        r"tasks? (\d+)(?:-\d+)?: Exited", log_text
+    )
     rank = int(match.group(1)) if match else None
-    raise WorkerError(f"Slurm job {job_id} ended {state} (exit code {info.get('ExitCode', '?')})\n"
-                      f"{_log_tail(log_path)}", rank)
+    raise WorkerError(
+        f"Slurm job {job_id} ended {state} (exit code {info.get('ExitCode', '?')})\n{_log_tail(log_path)}",
+        rank,
+    )
 
 
 def job_info(job_id: str) -> dict[str, str]:
@@ -244,7 +292,9 @@ def job_info(job_id: str) -> dict[str, str]:
             return {"JobState": "VANISHED"}
         raise LaunchError(f"scontrol show job {job_id} failed ({done.returncode}): {done.stderr.strip()}")
     fields: dict[str, str] = {}
-    for match in re.finditer(r"(?:^|\s)([A-Za-z][\w:/]*)=(.*?)(?=\s[A-Za-z][\w:/]*=|$)", text.splitlines()[0]):
+    for match in re.finditer(
+        r"(?:^|\s)([A-Za-z][\w:/]*)=(.*?)(?=\s[A-Za-z][\w:/]*=|$)", text.splitlines()[0]
+    ):
         fields.setdefault(match.group(1), match.group(2))
     return fields
 
@@ -255,11 +305,15 @@ def cancel(job_id: str) -> None:
 
 def _client(cmd: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+        )
     except FileNotFoundError as error:
         raise LaunchError(f"{cmd[0]} not found on PATH: this needs the Slurm client commands") from error
     except subprocess.TimeoutExpired as error:
-        raise LaunchError(f"{shlex.join(cmd)} did not answer within {timeout_s:.0f} s: is slurmctld up?") from error
+        raise LaunchError(
+            f"{shlex.join(cmd)} did not answer within {timeout_s:.0f} s: is slurmctld up?"
+        ) from error
 
 
 def _log_tail(path: Path) -> str:

@@ -33,20 +33,30 @@ from layerpar.launchers.env import free_port
 from layerpar.launchers.processes import child_env, run_streaming, tail
 
 
-
 def torchrun_command(config_path: str, world_size: int, port: int, log_dir: str, resume: bool) -> list[str]:
     """The torchrun command line that starts ``world_size`` workers on this node."""
     command = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", "1",
-        "--nproc-per-node", str(world_size),
-        "--master-addr", "127.0.0.1",
-        "--master-port", str(port),
-        "--max-restarts", "0",
-        "--log-dir", log_dir,
-        "--tee", "3",
-        "-m", "layerpar.launchers.torchrun",
-        "--config", config_path,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        str(world_size),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        "--max-restarts",
+        "0",
+        "--log-dir",
+        log_dir,
+        "--tee",
+        "3",
+        "-m",
+        "layerpar.launchers.torchrun",
+        "--config",
+        config_path,
     ]
     return command + (["--resume"] if resume else [])
 
@@ -60,13 +70,15 @@ def launch_torchrun(config: RunConfig, cluster: ClusterConfig, resume: bool = Fa
         raise LaunchError(
             f"launcher: torchrun starts workers on this node only, but the cluster config asks for "
             f"nodes: {cluster.nodes}; use launcher: slurm, or run `torchrun --nnodes {cluster.nodes} "
-            "--node-rank I --master-addr HOST -m layerpar.parallel.worker --config RUN/config.yaml` on every node"
+            "--node-rank I --master-addr HOST -m layerpar.parallel.worker --config RUN/config.yaml` "
+            "on every node"
         )
     per_node = cluster.workers_on_each_node(world_size)
     if per_node != world_size:
         raise LaunchError(
             f"workers_per_node: {per_node} does not match the run's {world_size} workers "
-            f"(parallel.stages × parallel.replicas) on one node; remove workers_per_node or set it to {world_size}"
+            f"(parallel.stages × parallel.replicas) on one node; remove workers_per_node "
+            f"or set it to {world_size}"
         )
     config = pin_run_dir(config)
     run_dir = run_dir_for(config)
@@ -104,11 +116,11 @@ def _failure(code: int, output: str, run_logs: list[Path]) -> WorkerError:
             except (OSError, ValueError, KeyError, TypeError):
                 continue
     if errors:
-        _, rank, data = min(errors, key=lambda error: (error[0], error[1]))
+        _, first_rank, data = min(errors, key=lambda error: (error[0], error[1]))
         message = re.sub(r"^WorkerError: worker rank \d+ failed:\n", "", str(data.get("message", "")))
         if "Traceback" not in message:
             message += "\n" + str(data.get("extraInfo", {}).get("py_callstack", ""))
-        return WorkerError(message.rstrip(), rank)
+        return WorkerError(message.rstrip(), first_rank)
     match = re.search(r"Root Cause.*?rank\s*:\s*(\d+)", output, re.S)
     rank = int(match.group(1)) if match else None
     stderr_tail = ""
@@ -116,7 +128,9 @@ def _failure(code: int, output: str, run_logs: list[Path]) -> WorkerError:
         for run_log in run_logs:
             for path in run_log.glob(f"attempt_*/{rank}/stderr.log"):
                 stderr_tail += f"--- {path} ---\n{tail(path.read_text(errors='replace'))}\n"
-    return WorkerError(f"torchrun exited with code {code}\n{stderr_tail}--- torchrun output ---\n{tail(output)}", rank)
+    return WorkerError(
+        f"torchrun exited with code {code}\n{stderr_tail}--- torchrun output ---\n{tail(output)}", rank
+    )
 
 
 def _worker_main(argv: list[str] | None = None) -> None:

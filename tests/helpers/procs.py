@@ -14,13 +14,14 @@ that group, which is what they should do.)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import socket
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 __all__ = ["free_port", "run_checked", "tail", "format_cmd"]
 
@@ -65,10 +66,8 @@ def format_cmd(cmd: str | Sequence[str | os.PathLike]) -> str:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def run_checked(

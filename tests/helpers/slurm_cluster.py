@@ -40,6 +40,7 @@ of skip when Slurm is unavailable.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -49,8 +50,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from .procs import free_port, run_checked, tail
 
@@ -394,7 +395,7 @@ class SlurmCluster:
 
     # ------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> "SlurmCluster":
+    def __enter__(self) -> SlurmCluster:
         self.start()
         return self
 
@@ -452,7 +453,7 @@ class SlurmCluster:
         ]
         self.conf_path.write_text("\n".join(lines) + "\n")
 
-    def start(self) -> "SlurmCluster":
+    def start(self) -> SlurmCluster:
         if self._started:
             return self
         t0 = time.monotonic()
@@ -588,10 +589,8 @@ class SlurmCluster:
             except OSError:
                 continue
             if marker in environ:
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(entry.name), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
 
     # ------------------------------------------------------------ clients
 

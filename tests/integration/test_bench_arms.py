@@ -5,8 +5,8 @@ math (one step of each gives the same parameters, float64, 2 gloo processes)."""
 from __future__ import annotations
 
 import glob
-import math
 import importlib.util
+import math
 import multiprocessing as mp
 import os
 import traceback

@@ -61,7 +61,10 @@ def test_delayed_oracle_update_is_serial_gradient_of_the_delayed_batch(tmp_path,
 
 def test_delayed_noisy_oracle_breaks_the_match(tmp_path):
     config = digits_config(tmp_path, "layerpar.method=delayed", stages=2)
-    factory = lambda s: NoisyOracle(OracleAux(s.partition.stages, F.cross_entropy), 0.01)
+
+    def factory(s):
+        return NoisyOracle(OracleAux(s.partition.stages, F.cross_entropy), 0.01)
+
     trainer, grads, snapshots = _run_delayed(config, oracle_factory=factory)
     want = _serial_slice(trainer, snapshots[1], 1, 0)
     assert relative_error(grads[2][0], want) > 1e-3

@@ -40,7 +40,7 @@ def test_epoch_records_carry_aux_errors_and_plot_is_written(tmp_path: Path) -> N
         state, adjoint = states[boundary].detach(), adjoints[boundary] * len(y)
         state_error = float((out.states[boundary] - state).norm() / state.norm())
         multiplier_error = float((out.multipliers[boundary] - adjoint).norm() / adjoint.norm())
-        assert 0 < state_error and 0 < multiplier_error
+        assert state_error > 0 and multiplier_error > 0
         assert evals[-1][f"aux_state_error/{boundary}"] == pytest.approx(state_error, rel=1e-4)
         assert evals[-1][f"multiplier_error/{boundary}"] == pytest.approx(multiplier_error, rel=1e-4)
     assert (run / "diagnostics.png").stat().st_size > 0

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from layerpar.checkpoint import load_checkpoint
-from layerpar.parallel.trainer import LayerParallelTrainer, SerialTrainer, serial_config
 from layerpar.parallel.stage import PARALLEL_PROGRAM
+from layerpar.parallel.trainer import LayerParallelTrainer, SerialTrainer, serial_config
 from tests.helpers.oracle import digits_config, relative_error
 
 
