@@ -153,8 +153,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
     if path.is_dir():
         path = path / "model.pt"
-    acc = evaluate_checkpoint(path, test_limit=args.test_limit)
-    print(f"test accuracy: {acc:.4f}  ({path})")
+    result = evaluate_checkpoint(path, test_limit=args.test_limit)
+    if "test_acc" in result:
+        print(f"test accuracy: {result['test_acc']:.4f}  ({path})")
+    print(f"test loss: {result['test_loss']:.4f}  ({path})")
     return 0
 
 

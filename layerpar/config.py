@@ -17,7 +17,6 @@ import yaml
 
 from layerpar.errors import ConfigError
 
-Method = Literal["penalty", "al", "delayed", "pipelined"]
 Balance = Literal["blocks", "params", "time"]
 
 
@@ -33,6 +32,11 @@ class ModelConfig:
     """Hidden width for the residual MLP backbone (``name: mlp``)."""
     depth: int = 8
     """Number of residual blocks for the residual MLP backbone."""
+    factory: str | None = None
+    """Your own model: ``package.module:function`` returning an ``nn.Sequential`` of blocks (or a
+    layerpar Backbone), called as ``function(config)`` with the torch seed set from train.seed.
+    Every worker process imports and calls it, so it runs under every launcher.  ``name`` is
+    then only a label."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -51,6 +55,11 @@ class DataConfig:
     """Random horizontal flips (off for digits, where a flip changes meaning)."""
     cache_dir: str | None = None
     """Data cache (default: $LAYERPAR_DATA or ~/.cache/layerpar/data)."""
+    factory: str | None = None
+    """Your own data: ``package.module:function`` returning ``(train, test)``, each a
+    ``layerpar.ArrayDataset``, a ``(inputs, targets)`` pair of tensors or a map-style torch
+    Dataset of ``(input, target)`` pairs; called as ``function(config)`` in every worker.
+    ``dataset`` is then only a label."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -88,13 +97,14 @@ class AuxConfig:
 class LayerParConfig:
     """Local losses and their schedules (DESIGN.md §2)."""
 
-    method: Method = "pipelined"
+    method: str = "pipelined"
     """pipelined (the default, the only method that reached serial accuracy in docs/parity.md:
     module k works on the true h_{k−1} one step late and updates with the true adjoint
-    2(K−1−k) micro-batches late, weights stashed: parallel/pipelined.py; no AuxNet in the
+    2(K−1−k) micro-batches late, weights stashed; no AuxNet in the
     parallel steps), penalty (m ≡ 0), al (augmented Lagrangian, multipliers predicted by the
     AuxNet) or delayed (AuxNet inputs, multipliers = the next module's true adjoints of the same
-    batch, applied K−1−k steps late: parallel/delayed.py)."""
+    batch, applied K−1−k steps late).  One file each under layerpar/parallel/methods/; the
+    registry there lists them."""
     beta: float = 0.01
     """Penalty weight β of (β/2)||h − a||², summed over a sample's features."""
     beta_final: float | None = None
@@ -103,10 +113,11 @@ class LayerParConfig:
     """Weight γ of the multiplier-head loss in the AuxNet objective."""
     warmup_epochs: float | None = None
     """Epochs of serial backprop first, distilling the AuxNet meanwhile (counted in time).
-    null: 0 for the pipelined method (it needs no AuxNet), 1 for the others."""
+    null: the method's default (0 for pipelined, 1 for the AuxNet methods), resolved when the
+    run starts, so ``--set`` and ``replace`` of the method work in any order."""
     serial_final_epochs: float | None = None
-    """Serial-parallel hybrid: the last epochs in ordinary serial backprop.  null: 0 for the
-    pipelined method, 0.5 for the others."""
+    """Serial-parallel hybrid: the last epochs in ordinary serial backprop.  null: the method's
+    default (0 for pipelined, 0.5 for the AuxNet methods)."""
     serial_every: int = 0
     """Periodic serial steps: every n-th step of the layer-parallel phase is serial backprop
     (0: none).  Costs a serial step's time each; see docs/parity.md."""
@@ -121,19 +132,12 @@ class LayerParConfig:
     most one version (the double-buffered weights of PipeDream-2BW); see docs/parity.md."""
     compensate_momentum: bool = False
     """Pipelined method: lower the SGD momentum of module k to 1 − (1−μ)(1+D_k), since its
-    delay D_k already acts as momentum; see parallel/pipelined.py."""
+    delay D_k already acts as momentum; see parallel/methods/pipelined.py."""
     al_step_clip: float | None = None
     """Clip each element of the AL step (m − v)/β to ±this value (None: no clip)."""
     bn_reestimate_batches: int = 20
     """Serial forward passes that re-estimate BatchNorm statistics before evaluation."""
 
-    def __post_init__(self) -> None:
-        # Fill the method-dependent defaults, so everything downstream sees plain numbers.
-        pipelined = self.method == "pipelined"
-        if self.warmup_epochs is None:
-            object.__setattr__(self, "warmup_epochs", 0.0 if pipelined else 1.0)
-        if self.serial_final_epochs is None:
-            object.__setattr__(self, "serial_final_epochs", 0.0 if pipelined else 0.5)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -164,6 +168,16 @@ class TrainConfig:
     batch_size: int = 128
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float32"
+    """Dtype of the weights (the master copy) and of the data."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Compute precision: bf16 runs every module's forward under torch.autocast (weights stay
+    in train.dtype, float32) and sends activations and gradients between modules in bf16."""
+    loss: str | None = None
+    """Your own task loss: ``package.module:function`` with ``function(output, target)`` -> the
+    batch-mean loss (null: cross-entropy).  With your own loss, evaluation reports the test
+    loss, and the test accuracy only when the targets are class indices."""
+    log_every: int = 10
+    """Metrics are kept as tensors and read back to the host (one sync) every N steps."""
     eval_every: int = 1
     """Evaluate every N epochs (and always at the end)."""
     eval_every_steps: int | None = None
@@ -202,11 +216,6 @@ class RunConfig:
                 f"layerpar.serial_every must be 0 (off) or >= 2 (1 would make every step serial: use "
                 f"train.mode=serial), got {self.layerpar.serial_every}"
             )
-        if self.layerpar.method == "pipelined" and self.layerpar.serial_every:
-            raise ConfigError(
-                "layerpar.method=pipelined keeps K−1 batches in flight, and every serial step drains "
-                f"the pipeline: set layerpar.serial_every=0 (got {self.layerpar.serial_every})"
-            )
         if self.layerpar.beta_final is not None and self.layerpar.beta_final <= 0:
             raise ConfigError(
                 f"layerpar.beta_final must be > 0 (or null for a constant beta), got {self.layerpar.beta_final}"
@@ -216,64 +225,12 @@ class RunConfig:
                 f"train.batch_size={self.train.batch_size} is not divisible by "
                 f"parallel.replicas={self.parallel.replicas}: every replica needs an equal shard"
             )
-        self._check_accumulation()
-
-    def _check_accumulation(self) -> None:
-        lp = self.layerpar
-        if lp.accumulate is not None:
-            _check_positive("layerpar.accumulate", lp.accumulate)
-            if lp.accumulate > 1 and lp.method != "pipelined":
-                raise ConfigError(
-                    f"layerpar.accumulate={lp.accumulate} is for layerpar.method=pipelined (got "
-                    f"{lp.method}): leave it null"
-                )
-        micro = self.micro_batches
-        if micro > 1 and (lp.warmup_epochs or lp.serial_final_epochs):
-            raise ConfigError(
-                f"layerpar.method=pipelined with {micro} micro-batches per step runs no serial phases: "
-                f"set layerpar.warmup_epochs=0 and layerpar.serial_final_epochs=0 (got "
-                f"{lp.warmup_epochs} and {lp.serial_final_epochs}), or layerpar.accumulate=1"
-            )
-        if micro > 1 and self.train.batch_size % (micro * self.parallel.replicas):
-            raise ConfigError(
-                f"train.batch_size={self.train.batch_size} does not split into {micro} micro-batches "
-                f"x {self.parallel.replicas} replicas: use a multiple of {micro * self.parallel.replicas} "
-                "or set layerpar.accumulate"
-            )
-        if micro > 1 and self.train.batch_size // (micro * self.parallel.replicas) < 2:
-            raise ConfigError(
-                f"train.batch_size={self.train.batch_size} in {micro} micro-batches x {self.parallel.replicas} "
-                "replicas leaves 1 sample per micro-batch (BatchNorm needs 2): raise train.batch_size to "
-                f"{2 * micro * self.parallel.replicas} or set a smaller layerpar.accumulate"
-            )
-
-    @property
-    def micro_batches(self) -> int:
-        """Parts each step's batch is fed in (pipelined method; 1 otherwise)."""
-        lp = self.layerpar
-        if lp.method != "pipelined" or self.train.mode == "serial" or self.parallel.stages == 1:
-            return 1
-        return pipelined_micro_batches(self.parallel.stages, lp.accumulate)
-
-    def loop_steps(self, field_name: str) -> int | None:
-        """``train.<field_name>`` (counted in batches, i.e. optimiser steps) in steps of the
-        training loop, which are micro-batches for the pipelined method."""
-        value = getattr(self.train, field_name)
-        return None if value is None else value * self.micro_batches
+        if self.layerpar.accumulate is not None:
+            _check_positive("layerpar.accumulate", self.layerpar.accumulate)
+        _check_positive("train.log_every", self.train.log_every)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def pipelined_micro_batches(stages: int, accumulate: int | None) -> int:
-    """Micro-batches per step of the pipelined method: ``accumulate``, or by default the smallest
-    power of two ≥ 2(K−1), so no gradient is more than one weight version old."""
-    if accumulate is not None:
-        return accumulate
-    micro = 1
-    while micro < 2 * (stages - 1):
-        micro *= 2
-    return micro
 
 
 def _check_positive(name: str, value: int) -> None:

@@ -14,8 +14,8 @@ from layerpar.parallel.evaluate import evaluate_serial
 from layerpar.parallel.setup import build_model_for, torch_dtype
 
 
-def evaluate_checkpoint(path: str | Path, test_limit: int | None = None) -> float:
-    """Test accuracy of ``model.pt`` (BatchNorm statistics as saved: re-estimated at the end)."""
+def evaluate_checkpoint(path: str | Path, test_limit: int | None = None) -> dict[str, float]:
+    """Test loss and accuracy of ``model.pt`` (BatchNorm statistics as saved: re-estimated at the end)."""
     saved = load_checkpoint(path)
     if not isinstance(saved, dict) or "config" not in saved or "model" not in saved:
         raise CheckpointError(f"{path} is not a layerpar model.pt (expected keys config and model)")

@@ -25,8 +25,7 @@ def print_run_summary(record: dict[str, Any]) -> None:
     ):
         table.add_column(column)
     batch = record["config"]["train"]["batch_size"]
-    # Per batch: the pipelined method's loop steps are micro-batches.
-    step = record["step_time_s_median"] * record.get("micro_batches", 1)
+    step = record["step_time_s_median"]  # per batch (optimiser step), whatever the micro-batching
     acc = record["final_test_acc"]
     table.add_row(
         record["mode"],
@@ -50,6 +49,7 @@ def _console() -> Console:
 def print_info(config: RunConfig) -> None:
     """Partition, boundary shapes, and the AuxNet's cost share on this machine."""
     from layerpar.auxnet import aux_cost_fraction, parameter_fraction
+    from layerpar.parallel.methods import micro_batches
     from layerpar.parallel.setup import build_setup
 
     setup = build_setup(config)
@@ -66,12 +66,16 @@ def print_info(config: RunConfig) -> None:
         params = sum(p.numel() for p in stage.parameters())
         table.add_row(str(k), f"{bounds[k]}..{bounds[k + 1] - 1}", f"{params:,}", str(shapes[k]))
     console.print(table)
-    if config.layerpar.method == "pipelined" and config.parallel.stages > 1:
-        micro = config.micro_batches
+    method = setup.method
+    console.print(
+        f"Method: {method.name} ({'an AuxNet' if method.needs_aux else 'no AuxNet'}); each step sends "
+        f"forward {method.sends_forward}, backward {method.sends_backward}"
+    )
+    micro = micro_batches(config)
+    if micro > 1:
         console.print(
-            f"Method: pipelined (no AuxNet): each batch of {config.train.batch_size} goes through in {micro} "
-            f"micro-batches of {config.train.batch_size // micro}; gradients are at most "
-            f"{-(-2 * (config.parallel.stages - 1) // micro)} weight version(s) old"
+            f"Each batch of {config.train.batch_size} goes through in {micro} micro-batches of "
+            f"{config.train.batch_size // micro}"
         )
     if setup.aux is not None:
         sample = torch.randn(config.train.batch_size, *setup.input_shape, dtype=setup.dtype)

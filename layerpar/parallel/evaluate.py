@@ -1,5 +1,8 @@
 """Evaluation always runs the main network serially (the AuxNet is dropped).
 
+It reports the test loss of the run's objective and, when the targets are class indices, the
+test accuracy.
+
 BatchNorm statistics were gathered on AuxNet-made inputs during layer-parallel steps, so they
 are re-estimated first with a few serial forward passes in train mode (no gradients).  The chain
 functions take the modules of one replica and pass activations forward through ``comm`` when the
@@ -15,6 +18,7 @@ import torch
 from torch import nn
 
 from layerpar.data import ArrayDataset
+from layerpar.parallel.objective import Objective, is_classification
 from layerpar.parallel.stage import StageWorker
 
 
@@ -48,17 +52,44 @@ class BNReestimation:
             layer.momentum = momentum
 
 
+class _Tally:
+    """Sums over the test set: loss (weighted by batch size) and correct predictions."""
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+        self.loss = 0.0
+        self.correct = 0
+        self.count = 0
+        self.classification = True
+
+    def add(self, output: torch.Tensor, target: torch.Tensor) -> None:
+        target = target.to(output.device)
+        self.loss += float(self.objective.loss(output, target)) * len(target)
+        self.classification = self.classification and is_classification(output, target)
+        if self.classification:
+            self.correct += int((output.argmax(1) == target).sum())
+        self.count += len(target)
+
+    def result(self) -> dict[str, float]:
+        out = {"test_loss": self.loss / max(self.count, 1)}
+        if self.classification:
+            out["test_acc"] = self.correct / max(self.count, 1)
+        return out
+
+
 @torch.no_grad()
 def evaluate_serial(
     stages: Sequence[nn.Module],
     test: ArrayDataset,
     bn_images: torch.Tensor | None,
+    objective: Objective | None = None,
     *,
     batch_size: int = 500,
     device: torch.device,
     dtype: torch.dtype,
-) -> float:
-    """Test accuracy of ``stages`` composed in one process (BN re-estimated on ``bn_images``)."""
+) -> dict[str, float]:
+    """Test loss (and accuracy) of ``stages`` composed in one process (BN re-estimated on
+    ``bn_images``)."""
     if bn_images is not None and len(bn_images) > 0 and _bn_layers(stages):
         with BNReestimation(stages):
             for start in range(0, len(bn_images), batch_size):
@@ -67,20 +98,20 @@ def evaluate_serial(
                     x = stage(x)
     for stage in stages:
         stage.eval()
-    correct = 0
+    tally = _Tally(objective or Objective())
     for x, y in batches(test.images, test.labels, batch_size):
         x = x.to(device, dtype)
         for stage in stages:
             x = stage(x)
-        correct += int((x.argmax(1).cpu() == y).sum())
+        tally.add(x.to(dtype), y)
     for stage in stages:
         stage.train()
-    return correct / len(test.labels)
+    return tally.result()
 
 
 @torch.no_grad()
 def _chain_forward(worker: StageWorker, x: torch.Tensor) -> torch.Tensor | None:
-    """Pass one batch through the modules of replica 0, one process each; the last returns logits."""
+    """Pass one batch through the modules of replica 0, one process each; the last returns its output."""
     if worker.is_first:
         u = x.to(worker.device, worker.dtype)
     else:
@@ -99,25 +130,23 @@ def evaluate_chain(
     bn_images: torch.Tensor | None,
     *,
     batch_size: int = 500,
-) -> float:
-    """Test accuracy with the modules in different processes (activations passed forward).
-
-    Every rank calls this; replica 0 does the work and the last stage's accuracy is broadcast.
-    """
-    acc = 0.0
+) -> dict[str, float]:
+    """Test loss (and accuracy) with the modules in different processes (activations passed
+    forward).  Every rank calls this; replica 0 does the work and the last stage's result is
+    broadcast."""
+    result: dict[str, float] = {}
     if worker.replica == 0:
         if bn_images is not None and len(bn_images) > 0 and _bn_layers([worker.module]):
             with BNReestimation([worker.module]):
                 for start in range(0, len(bn_images), batch_size):
                     _chain_forward(worker, bn_images[start : start + batch_size])
         worker.module.eval()
-        correct = 0
+        tally = _Tally(worker.objective)
         for x, y in batches(test.images, test.labels, batch_size):
-            logits = _chain_forward(worker, x)
-            if logits is not None:
-                correct += int((logits.argmax(1).cpu() == y).sum())
+            output = _chain_forward(worker, x)
+            if output is not None:
+                tally.add(output, y)
         worker.module.train()
-        acc = correct / len(test.labels)
+        result = tally.result()
     source = worker.layout.rank(worker.layout.stages - 1, 0)
-    return float(worker.comm.broadcast_object(acc if worker.comm.rank == source else None, src=source))
-
+    return dict(worker.comm.broadcast_object(result if worker.comm.rank == source else None, src=source))

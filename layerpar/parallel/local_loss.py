@@ -45,10 +45,12 @@ def al_targets(
     return h + step, adjoint_next
 
 
-def constraint_residual(h: torch.Tensor, state: torch.Tensor) -> float:
-    """||h − a|| / ||h||, the relative violation of the constraint h_k = a_k."""
-    norm = h.norm()
-    return float((h - state).norm() / norm) if norm > 0 else float((h - state).norm())
+def constraint_residual(h: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """||h − a|| / ||h||, the relative violation of the constraint h_k = a_k (||h − a|| when
+    h = 0).  A 0-d tensor, so logging it costs no host sync inside the step."""
+    with torch.no_grad():
+        norm, gap = h.norm(), (h - state).norm()
+        return torch.where(norm > 0, gap / norm.clamp_min(torch.finfo(norm.dtype).tiny), gap)
 
 
 def beta_at(beta: float, beta_final: float | None, progress: float) -> float:

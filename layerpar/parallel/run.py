@@ -14,28 +14,63 @@ import yaml
 
 from layerpar.config import RunConfig
 from layerpar.data import ArrayDataset, load_dataset
+from layerpar.errors import ConfigError
 from layerpar.parallel.batches import BatchPlan
+from layerpar.parallel.methods import micro_batches
+from layerpar.parallel.objective import import_object
 from layerpar.parallel.recorder import default_run_name
 from layerpar.parallel.schedule import StepSchedule
+from layerpar.parallel.user_data import as_data
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RunData:
-    train: ArrayDataset
-    test: ArrayDataset
+    train: Any
+    """An ArrayDataset (or a user's TensorData): ``images``, ``labels``, ``len()``."""
+    test: Any
     plan: BatchPlan
     schedule: StepSchedule
     bn_images: torch.Tensor
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.images.shape[1:])
 
-def load_run_data(config: RunConfig) -> RunData:
-    cache = config.data.cache_dir
-    train = load_dataset(config.data.dataset, "train", cache_dir=cache, limit=config.data.train_limit)
-    test = load_dataset(config.data.dataset, "test", cache_dir=cache, limit=config.data.test_limit)
+
+def _datasets(config: RunConfig) -> tuple[Any, Any]:
+    """The config's named dataset, or what its ``data.factory`` returns."""
+    if config.data.factory is None:
+        cache = config.data.cache_dir
+        train = load_dataset(config.data.dataset, "train", cache_dir=cache, limit=config.data.train_limit)
+        test = load_dataset(config.data.dataset, "test", cache_dir=cache, limit=config.data.test_limit)
+        return train, test
+    factory = import_object(config.data.factory, "data.factory")
+    if not callable(factory):
+        raise ConfigError(f"data.factory={config.data.factory!r} is not callable")
+    made = factory(config)
+    if not (isinstance(made, (tuple, list)) and len(made) == 2):
+        raise ConfigError(f"data.factory={config.data.factory!r} must return (train, test)")
+    return as_data(made[0], "data.factory's train split"), as_data(made[1], "data.factory's test split")
+
+
+def load_run_data(config: RunConfig, train: Any = None, test: Any = None) -> RunData:
+    """The batches and schedule of a run, on the config's data or on ``train``/``test`` given
+    directly (the Python API: tensors, a Dataset or an ArrayDataset)."""
+    if train is None:
+        train, test = _datasets(config)
+    else:
+        train = as_data(train, "train data")
+        test = as_data(test if test is not None else train, "test data")
+    if config.data.crop_pad > 0 or config.data.flip:
+        if train.images.dim() != 4:
+            raise ConfigError(
+                f"data.crop_pad/data.flip augment images (N, C, H, W); these inputs are "
+                f"{tuple(train.images.shape)}: set data.crop_pad=0 and data.flip=false"
+            )
     plan = BatchPlan(train, config.train.batch_size, config.train.seed,
-                     crop_pad=config.data.crop_pad, flip=config.data.flip, micro=config.micro_batches)
+                     crop_pad=config.data.crop_pad, flip=config.data.flip, micro=micro_batches(config))
     schedule = StepSchedule.from_config(config, plan.steps_per_epoch)
     # BN re-estimation uses a fixed slice of un-augmented training images.
     count = min(len(train), config.layerpar.bn_reestimate_batches * config.train.batch_size)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from layerpar.config import RunConfig
 from layerpar.parallel.local_loss import beta_at
+from layerpar.parallel.methods import method_class, serial_final_epochs, warmup_epochs
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,11 @@ class StepSchedule:
     @classmethod
     def from_config(cls, config: RunConfig, steps_per_epoch: int) -> StepSchedule:
         total = max(1, round(config.train.epochs * steps_per_epoch))
-        if config.train.mode == "serial" or config.parallel.stages == 1:
+        if method_class(config).serial_only or config.parallel.stages == 1:
             warmup, final = total, 0
         else:
-            lp = config.layerpar
-            warmup = min(total, round(lp.warmup_epochs * steps_per_epoch))
-            final = min(total - warmup, round(lp.serial_final_epochs * steps_per_epoch))
+            warmup = min(total, round(warmup_epochs(config) * steps_per_epoch))
+            final = min(total - warmup, round(serial_final_epochs(config) * steps_per_epoch))
         return cls(total, warmup, final, config.layerpar.beta, config.layerpar.beta_final,
                    config.layerpar.serial_every)
 

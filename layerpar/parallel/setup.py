@@ -1,7 +1,10 @@
-"""Build, identically in every process, the model, its partition and the AuxNet of a run.
+"""Build, identically in every process, the model, its partition, the method and the AuxNet of
+a run.
 
 Every worker builds the whole backbone from the run's seed and keeps its own module, so all
 workers agree on the initial parameters and the boundary shapes without sending any of them.
+The cut points are the one thing chosen once (``balance: time`` measures this machine) and
+broadcast from rank 0 (``distributed_bounds``).
 """
 
 from __future__ import annotations
@@ -10,15 +13,21 @@ import copy
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from layerpar.auxnet import AuxNet, boundary_shapes, build_auxnet
 from layerpar.config import RunConfig
 from layerpar.data import dataset_info
+from layerpar.errors import ConfigError
 from layerpar.models import Backbone, build_model
+from layerpar.models.backbone import as_backbone
+from layerpar.parallel.aux_trainer import Oracle
 from layerpar.parallel.comm import Comm
 from layerpar.parallel.layout import Layout
+from layerpar.parallel.methods import Method, check_config, method_class
+from layerpar.parallel.objective import Objective, import_object
 from layerpar.parallel.partition import Partition, split
-from layerpar.parallel.stage import Oracle, StageWorker
+from layerpar.parallel.stage import StageWorker
 
 
 @dataclass
@@ -27,7 +36,7 @@ class Setup:
 
     config: RunConfig
     input_shape: tuple[int, ...]
-    num_classes: int
+    num_classes: int | None
     model: Backbone
     partition: Partition
     boundary_shapes: list[tuple[int, ...]]
@@ -35,6 +44,8 @@ class Setup:
     layout: Layout
     device: torch.device
     dtype: torch.dtype
+    method: type[Method]
+    objective: Objective
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -46,17 +57,27 @@ def resolve_device(config: RunConfig, local_rank: int = 0) -> torch.device:
     wanted = config.parallel.device
     if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            from layerpar.errors import ConfigError
-
             raise ConfigError("parallel.device=cuda but CUDA is not available; use auto or cpu")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
 
-def build_model_for(config: RunConfig) -> tuple[Backbone, tuple[int, ...], int]:
-    """The backbone of ``config``, initialised from its seed; also the input shape and classes."""
-    info = dataset_info(config.data.dataset)
+def build_model_for(config: RunConfig, input_shape: tuple[int, ...] | None = None) -> tuple[Backbone, tuple[int, ...], int | None]:
+    """The backbone of ``config``, initialised from its seed; also the input shape and classes.
+
+    ``model.factory`` (a user's ``package.module:function``) wins over ``model.name``; the input
+    shape then comes from the data (``input_shape``) unless ``data.dataset`` names one."""
     torch.manual_seed(config.train.seed)
+    if config.model.factory is not None:
+        factory = import_object(config.model.factory, "model.factory")
+        if not callable(factory):
+            raise ConfigError(f"model.factory={config.model.factory!r} is not callable")
+        model = as_backbone(factory(config))
+        if input_shape is None:
+            info = dataset_info(config.data.dataset)
+            return model, (info.channels, info.height, info.width), info.num_classes
+        return model, input_shape, None
+    info = dataset_info(config.data.dataset)
     model = build_model(
         config.model.name,
         in_channels=info.channels,
@@ -76,39 +97,74 @@ def choose_bounds(config: RunConfig, model: Backbone, input_shape: tuple[int, ..
     return part.bounds
 
 
+def distributed_bounds(config: RunConfig, comm: Comm, model: nn.Module | None = None,
+                       input_shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """Cut points chosen by rank 0 and broadcast, so every rank cuts the model the same way."""
+    bounds = None
+    if comm.rank == 0:
+        if model is None:
+            built, input_shape, _ = build_model_for(config, input_shape)
+            model = built
+        assert input_shape is not None
+        bounds = choose_bounds(config, as_backbone(model), input_shape)
+    return tuple(comm.broadcast_object(bounds, src=0))
+
+
 def build_setup(
     config: RunConfig,
     device: torch.device | None = None,
     bounds: tuple[int, ...] | None = None,
+    *,
+    model: nn.Module | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    objective: Objective | None = None,
 ) -> Setup:
-    """Everything a run's workers share.  Pass ``bounds`` chosen once (e.g. by rank 0)."""
+    """Everything a run's workers share.  Pass ``bounds`` chosen once (e.g. by rank 0), and a
+    user's own ``model`` (with the ``input_shape`` of one sample) to train it instead of the
+    config's."""
+    check_config(config)
+    method = method_class(config)
     device = device or torch.device("cpu")
     dtype = torch_dtype(config.train.dtype)
-    model, input_shape, num_classes = build_model_for(config)
+    if model is None:
+        backbone, input_shape, num_classes = build_model_for(config, input_shape)
+    else:
+        if input_shape is None:
+            raise ConfigError("build_setup(model=...) needs input_shape, the shape of one input sample")
+        backbone, num_classes = as_backbone(copy.deepcopy(model)), None
     if bounds is None:
-        bounds = choose_bounds(config, model, input_shape)
-    partition = _partition_at(model, bounds)
+        bounds = choose_bounds(config, backbone, input_shape)
+    partition = _partition_at(backbone, bounds)
     shapes = boundary_shapes(partition.stages, torch.zeros(2, *input_shape))
-    aux = None
-    # The pipelined method feeds modules their true inputs: it has no use for an AuxNet.
-    if config.parallel.stages > 1 and config.layerpar.method != "pipelined":
-        torch.manual_seed(config.train.seed + 1)
-        aux = build_auxnet(
-            input_shape,
-            shapes,
-            width=config.aux.width,
-            blocks_per_stage=config.aux.blocks_per_stage,
-            multiplier_heads=config.aux.multiplier_heads and config.layerpar.method == "al",
-            label_classes=num_classes if config.aux.label_conditioned_multipliers else None,
-            stem_stride=config.aux.stem_stride,
-        ).to(device=device, dtype=dtype)
-    model.to(device=device, dtype=dtype)
+    aux = _build_aux(config, method, input_shape, shapes, num_classes) if method.needs_aux else None
+    if aux is not None:
+        aux.to(device=device, dtype=dtype)
+    backbone.to(device=device, dtype=dtype)
     layout = Layout(config.parallel.stages, config.parallel.replicas)
-    return Setup(config, input_shape, num_classes, model, partition, shapes, aux, layout, device, dtype)
+    return Setup(config, input_shape, num_classes, backbone, partition, shapes, aux, layout, device, dtype,
+                 method, objective or Objective())
+
+
+def _build_aux(config: RunConfig, method: type[Method], input_shape: tuple[int, ...],
+               shapes: list[tuple[int, ...]], num_classes: int | None) -> AuxNet | None:
+    if config.parallel.stages == 1:
+        return None
+    torch.manual_seed(config.train.seed + 1)
+    if config.aux.label_conditioned_multipliers and num_classes is None:
+        raise ConfigError("aux.label_conditioned_multipliers needs a classification dataset (class labels)")
+    return build_auxnet(
+        input_shape,
+        shapes,
+        width=config.aux.width,
+        blocks_per_stage=config.aux.blocks_per_stage,
+        multiplier_heads=config.aux.multiplier_heads and method.aux_multipliers,
+        label_classes=num_classes if config.aux.label_conditioned_multipliers else None,
+        stem_stride=config.aux.stem_stride,
+    )
 
 
 def _partition_at(model: Backbone, bounds: tuple[int, ...]) -> Partition:
-    stages = tuple(model.slice(a, b) for a, b in zip(bounds, bounds[1:]))
+    stages = tuple(model.slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False))
     return Partition(stages=stages, bounds=tuple(bounds), block_costs=tuple([1.0] * len(model)))
 
 
@@ -125,7 +181,7 @@ def make_worker(
     several workers live in one process and must not share parameters)."""
     stage = setup.layout.stage_of(rank)
     replica = setup.layout.replica_of(rank)
-    module = setup.partition.stages[stage]
+    module: nn.Module = setup.partition.stages[stage]
     aux = setup.aux
     if own_copy:
         module = module if replica == 0 else copy.deepcopy(module)
@@ -136,11 +192,13 @@ def make_worker(
         stage,
         replica,
         module,
-        aux,
         setup.boundary_shapes,
         comm,
         total_steps,
+        method=setup.method,
+        objective=setup.objective,
         device=setup.device,
         dtype=setup.dtype,
+        aux=aux,
         oracle=oracle,
     )

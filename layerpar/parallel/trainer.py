@@ -1,42 +1,28 @@
 """In-process trainers: serial backprop (the baseline and oracle) and the layer-parallel
 reference that runs all K modules in one process through ``LocalComm``.
 
-The distributed runtime (``worker.py``) runs the very same step programs, one worker per process.
+The distributed runtime (``worker.py``) runs the very same step programs and the same run
+(``session.py``), one worker per process.  Both trainers take the config's model and data, or
+a user's own ``model`` (an ``nn.Sequential`` of blocks or a Backbone), ``train_data`` /
+``test_data`` (tensors, a Dataset or an ArrayDataset) and ``loss`` (``fn(output, target)``).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
+from torch import nn
 
-from layerpar.checkpoint import load_checkpoint, save_atomic
 from layerpar.config import RunConfig, replace
+from layerpar.parallel.aux_trainer import Oracle
 from layerpar.parallel.comm import LocalHub
-from layerpar.parallel.evaluate import evaluate_serial
-from layerpar.parallel.loop import LoopResult, train_loop
-from layerpar.parallel.recorder import RunRecorder, write_json_atomic
-from layerpar.parallel.run import RunData, environment, load_run_data, run_dir_for, write_run_config
+from layerpar.parallel.objective import LossFn, objective_from
+from layerpar.parallel.run import RunData, load_run_data
 from layerpar.parallel.runner import InProcessRunner
+from layerpar.parallel.session import RunSession, RunSummary
 from layerpar.parallel.setup import Setup, build_setup, make_worker, resolve_device
-from layerpar.parallel.stage import Oracle, StageWorker
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunSummary:
-    """What a finished run reports (also written to summary.json)."""
-
-    run_dir: Path
-    final_test_acc: float | None
-    train_time_s: float
-    steps: int
-    record: dict[str, Any]
+from layerpar.parallel.stage import StageWorker
 
 
 class InProcessTrainer:
@@ -46,12 +32,19 @@ class InProcessTrainer:
         self,
         config: RunConfig,
         *,
+        model: nn.Module | None = None,
+        train_data: Any = None,
+        test_data: Any = None,
+        loss: str | LossFn | None = None,
         oracle_factory: Callable[[Setup], Oracle] | None = None,
         data: RunData | None = None,
     ) -> None:
         self.config = config
-        self.data = data or load_run_data(config)
-        self.setup = build_setup(config, resolve_device(config))
+        self.data = data or load_run_data(config, train_data, test_data)
+        objective = objective_from(loss if loss is not None else config.train.loss)
+        input_shape = self.data.input_shape if (model is not None or config.model.factory) else None
+        self.setup = build_setup(config, resolve_device(config), model=model, input_shape=input_shape,
+                                 objective=objective)
         self.hub = LocalHub(self.setup.layout.world_size)
         oracle = oracle_factory(self.setup) if oracle_factory is not None else None
         self.workers: list[StageWorker] = [
@@ -59,79 +52,21 @@ class InProcessTrainer:
             for rank, comm in enumerate(self.hub.comms())
         ]
         self.runner = InProcessRunner(self.workers, self.data.plan)
-        self.run_dir = run_dir_for(config)
+        self.session = RunSession(config, self.runner, self.setup, self.data)
+        self.run_dir = self.session.run_dir
 
-    def evaluate(self) -> float:
-        return evaluate_serial(
-            self.setup.partition.stages,
-            self.data.test,
-            self.data.bn_images,
-            device=self.setup.device,
-            dtype=self.setup.dtype,
-        )
+    @property
+    def model(self) -> nn.Module:
+        """The whole backbone (replica 0's modules, trained in place)."""
+        return self.setup.model
+
+    def evaluate(self) -> dict[str, float]:
+        return self.runner.evaluate(self.data.test, self.data.bn_images)
 
     def fit(self, resume: bool = False) -> RunSummary:
-        if resume:
-            self.load(self.run_dir / "checkpoint")
-        write_run_config(self.run_dir, self.config)
-        recorder = RunRecorder(self.run_dir, self.data.schedule.total_steps, self.runner.step,
-                               progress=self.config.train.progress)
-        try:
-            result = train_loop(
-                self.runner, self.data.schedule, self.data.plan.steps_per_epoch,
-                self.data.plan.step_samples, self.evaluate, recorder,
-                eval_every=self.config.train.eval_every, stop_at_step=self.config.loop_steps("stop_at_step"),
-                eval_every_steps=self.config.loop_steps("eval_every_steps"),
-            )
-        finally:
-            recorder.close()
-        self.save(self.run_dir / "checkpoint")
-        return finish_run(self.run_dir, self.config, result, self.setup, self.runner.bytes_sent())
-
-    def save(self, folder: Path) -> None:
-        for rank, worker in enumerate(self.workers):
-            save_atomic(worker.state_dict(), folder / f"rank{rank}.pt")
-        save_atomic(model_checkpoint(self.config, self.setup.model.state_dict()), self.run_dir / "model.pt")
-
-    def load(self, folder: Path) -> None:
-        for rank, worker in enumerate(self.workers):
-            worker.load_state_dict(load_checkpoint(folder / f"rank{rank}.pt"))
-
-
-def model_checkpoint(config: RunConfig, model_state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The whole trained backbone plus the config that builds it (for ``layerpar eval``)."""
-    return {"config": config.to_dict(), "model": model_state}
-
-
-def finish_run(run_dir: Path, config: RunConfig, result: LoopResult, setup: Setup, bytes_sent: int) -> RunSummary:
-    steady = sorted(result.step_times[len(result.step_times) // 5 :]) or [0.0]
-    record = {
-        "run_dir": str(run_dir),
-        "mode": config.train.mode,
-        "stages": config.parallel.stages if config.train.mode == "layerpar" else 1,
-        "replicas": config.parallel.replicas,
-        "model": config.model.name,
-        "dataset": config.data.dataset,
-        "seed": config.train.seed,
-        "epochs": config.train.epochs,
-        "final_test_acc": result.final_test_acc,
-        "train_time_s": result.train_time_s,
-        "step_time_s_median": steady[len(steady) // 2],
-        "steps": result.steps,
-        # Loop steps per batch (pipelined method): ``steps`` and the step time count micro-steps.
-        "micro_batches": config.micro_batches,
-        "bounds": list(setup.partition.bounds),
-        "bytes_sent_total": bytes_sent,
-        "epochs_log": result.epochs,
-        "config": config.to_dict(),
-        **environment(),
-    }
-    write_json_atomic(run_dir / "summary.json", record)
-    if (run_dir / "metrics.jsonl").is_file():
-        from layerpar.parallel.diagnostics_plot import plot_diagnostics
-
-        plot_diagnostics(run_dir)
-    return RunSummary(run_dir, result.final_test_acc, result.train_time_s, result.steps, record)
+        summary = self.session.fit(resume)
+        assert summary is not None  # one process: this is rank 0
+        return summary
 
 
 def serial_config(config: RunConfig) -> RunConfig:

@@ -19,18 +19,15 @@ from typing import Any
 
 import torch
 
-from layerpar.checkpoint import load_checkpoint, save_atomic
 from layerpar.config import RunConfig, load_config
 from layerpar.errors import LaunchError, WorkerError
 from layerpar.parallel.comm import TorchDistComm, close_process_group, init_process_group
-from layerpar.parallel.evaluate import evaluate_chain
 from layerpar.parallel.layout import Layout
-from layerpar.parallel.loop import train_loop
-from layerpar.parallel.recorder import RunRecorder
-from layerpar.parallel.run import load_run_data, run_dir_for, write_run_config
+from layerpar.parallel.objective import objective_from
+from layerpar.parallel.run import load_run_data
 from layerpar.parallel.runner import DistributedRunner
-from layerpar.parallel.setup import build_model_for, build_setup, choose_bounds, make_worker, resolve_device
-from layerpar.parallel.trainer import finish_run, model_checkpoint
+from layerpar.parallel.session import RunSession
+from layerpar.parallel.setup import build_setup, distributed_bounds, make_worker, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -76,52 +73,13 @@ def run_worker(config: RunConfig, resume: bool = False) -> dict[str, Any] | None
 def _train(config: RunConfig, rank: int, device: torch.device, resume: bool) -> dict[str, Any] | None:
     layout = Layout(config.parallel.stages, config.parallel.replicas)
     comm = TorchDistComm(layout.groups())
-    bounds = None
-    if rank == 0:
-        model, input_shape, _ = build_model_for(config)
-        bounds = choose_bounds(config, model, input_shape)
-    bounds = comm.broadcast_object(bounds, src=0)
-    setup = build_setup(config, device, tuple(bounds))
     data = load_run_data(config)
+    input_shape = data.input_shape if config.model.factory else None
+    bounds = distributed_bounds(config, comm, input_shape=input_shape)
+    setup = build_setup(config, device, bounds, input_shape=input_shape, objective=objective_from(config.train.loss))
     worker = make_worker(setup, rank, comm, data.schedule.total_steps, own_copy=False)
-    runner = DistributedRunner(worker, data.plan, comm)
-    run_dir = run_dir_for(config)
-    if resume:
-        worker.load_state_dict(load_checkpoint(run_dir / "checkpoint" / f"rank{rank}.pt"))
-    recorder = None
-    if rank == 0:
-        write_run_config(run_dir, config)
-        recorder = RunRecorder(run_dir, data.schedule.total_steps, worker.step, progress=config.train.progress)
-    try:
-        result = train_loop(
-            runner, data.schedule, data.plan.steps_per_epoch, data.plan.step_samples,
-            lambda: evaluate_chain(worker, data.test, data.bn_images), recorder,
-            eval_every=config.train.eval_every, stop_at_step=config.loop_steps("stop_at_step"),
-            eval_every_steps=config.loop_steps("eval_every_steps"),
-        )
-    finally:
-        if recorder is not None:
-            recorder.close()
-    save_atomic(worker.state_dict(), run_dir / "checkpoint" / f"rank{rank}.pt")
-    module_state = {k: v.cpu() for k, v in worker.module.state_dict().items()}
-    states = comm.gather_object(module_state if worker.replica == 0 else None, dst=0)
-    total_bytes = comm.gather_object(comm.bytes_sent, dst=0)
-    if rank != 0:
-        return None
-    assert states is not None and total_bytes is not None
-    full = merge_stage_states([s for s in states if s is not None], setup.partition.bounds)
-    save_atomic(model_checkpoint(config, full), run_dir / "model.pt")
-    return finish_run(run_dir, config, result, setup, sum(total_bytes)).record
-
-
-def merge_stage_states(states: list[dict[str, torch.Tensor]], bounds: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    """Stage-local ``blocks.j.*`` keys -> the whole backbone's ``blocks.(bounds[s]+j).*``."""
-    merged = {}
-    for stage, state in enumerate(states):
-        for key, value in state.items():
-            _, index, rest = key.split(".", 2)
-            merged[f"blocks.{bounds[stage] + int(index)}.{rest}"] = value
-    return merged
+    summary = RunSession(config, DistributedRunner(worker, data.plan, comm), setup, data).fit(resume)
+    return summary.record if summary is not None else None
 
 
 def main(argv: list[str] | None = None) -> None:

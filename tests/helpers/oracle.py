@@ -23,19 +23,20 @@ from torch.nn import functional as F
 
 from layerpar.auxnet import AuxOutput, OracleAux
 from layerpar.config import RunConfig, load_config
-from layerpar.parallel.stage import PARALLEL_PROGRAM
+from layerpar.parallel.methods import Phase
 
-FIRST_PHASE = PARALLEL_PROGRAM[:1]
-"""``local_forward_backward`` only: every module's gradient, before any optimiser step."""
+FIRST_PHASE = (Phase("method", "forward_backward"),)
+"""The method's forward and backward only: every module's gradient, before any optimiser step."""
 
 COMM_PHASES = (
-    ("post_adjoint", False),
-    ("receive_adjoint", False),
-    ("aux_backward", False),
-    ("start_aux_sync", False),
-    ("finish_aux_update", False),
+    Phase("method", "send_adjoint"),
+    Phase("method", "receive_adjoint"),
+    Phase("aux", "backward"),
+    Phase("aux", "start_sync"),
+    Phase("aux", "finish_update"),
 )
-"""The phases that exchange adjoints and compute the AL targets (no stage update)."""
+"""The phases of the AL/penalty step that exchange adjoints and compute the AL targets (no
+stage update)."""
 
 
 def digits_config(out_dir: str | Path, *overrides: str, stages: int = 2) -> RunConfig:
@@ -108,10 +109,11 @@ def run_capturing(trainer: Any, steps: int, capture_after: int = 1,
     grads, snapshots = [], []
     for step in range(steps):
         snapshots.append(copy.deepcopy(trainer.setup.model))
-        runner.begin(step, 0.01, final_parallel=step == final_at)
-        runner.run(PARALLEL_PROGRAM[:capture_after])
+        program = runner.program(serial=False)
+        runner.begin(step, 0.01, final=step == final_at)
+        runner.run(program[:capture_after])
         grads.append([[g.clone() for g in w.stage_gradients()] for w in runner.workers])
-        runner.run(PARALLEL_PROGRAM[capture_after:])
+        runner.run(program[capture_after:])
         runner.take_metrics()
     return grads, snapshots
 
@@ -188,9 +190,9 @@ def distributed_oracle_rank(rank: int, world_size: int, port: int, overrides: li
         if not worker.is_last:
             truth = oracle(state.x, state.y)
             result.update(
-                h=state.h.detach().clone(),
-                state_target=state.state_target.clone(),
-                multiplier_target=state.multiplier_target.clone(),
+                h=worker.method._h.clone(),
+                state_target=state.aux_targets.state.clone(),
+                multiplier_target=state.aux_targets.multiplier.clone(),
                 oracle_multiplier=truth.multipliers[worker.stage].clone(),
             )
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")

@@ -17,6 +17,7 @@ from layerpar.config import (
     replace,
 )
 from layerpar.errors import ConfigError, LayerparError
+from layerpar.parallel.methods import check_config, micro_batches, serial_final_epochs, warmup_epochs
 
 
 def test_defaults():
@@ -24,11 +25,30 @@ def test_defaults():
     assert isinstance(c, RunConfig)
     assert c == RunConfig()
     assert c.parallel.stages == 2 and c.train.batch_size == 128
-    # The default is the pipelined method, with no serial phases and 2(K−1) micro-batches.
-    assert c.layerpar.method == "pipelined" and c.micro_batches == 2
-    assert c.layerpar.warmup_epochs == 0 and c.layerpar.serial_final_epochs == 0
+    # The default is the pipelined method, with no serial phases and 2 micro-batches at K = 2;
+    # method-dependent defaults stay null in the config and resolve when a run starts.
+    assert c.layerpar.method == "pipelined" and micro_batches(c) == 2
+    assert c.layerpar.warmup_epochs is None and (warmup_epochs(c), serial_final_epochs(c)) == (0, 0)
     al = load_config(None, ["layerpar.method=al"])
-    assert (al.layerpar.warmup_epochs, al.layerpar.serial_final_epochs, al.micro_batches) == (1.0, 0.5, 1)
+    assert (warmup_epochs(al), serial_final_epochs(al), micro_batches(al)) == (1.0, 0.5, 1)
+
+
+def test_an_unknown_method_names_the_registry():
+    with pytest.raises(ConfigError, match=r"layerpar\.method='admm' is not a method; valid: pipelined, al, penalty"):
+        check_config(load_config(None, ["layerpar.method=admm"]))
+
+
+@pytest.mark.parametrize("order", [("al", "pipelined"), ("pipelined", "al"), ("pipelined", "delayed", "pipelined")])
+def test_method_defaults_follow_the_method_in_any_order_of_replace_and_set(order):
+    """Switching methods never keeps the previous method's resolved defaults."""
+    config = load_config(None, [f"layerpar.method={order[0]}"])
+    for method in order[1:]:
+        config = replace(config, layerpar={"method": method})
+    via_set = load_config(None, [f"layerpar.method={m}" for m in order])
+    assert config == via_set
+    check_config(config)  # valid: e.g. al -> pipelined no longer carries al's serial phases
+    expected = (0.0, 0.0) if order[-1] == "pipelined" else (1.0, 0.5)
+    assert (warmup_epochs(config), serial_final_epochs(config)) == expected
 
 
 def test_config_is_frozen():
@@ -80,7 +100,6 @@ def test_unknown_key_in_yaml_file(tmp_path):
         ("train.progress=maybe", r"train\.progress must be true or false"),
         ("train.progress=1", r"train\.progress must be true or false"),
         ("model.name=20", r"model\.name must be a string"),
-        ("layerpar.method=admm", r"layerpar\.method must be one of \['penalty', 'al', 'delayed', 'pipelined'\]"),
         ("parallel.balance=flops", r"parallel\.balance must be one of"),
         ("data.train_limit=lots", r"data\.train_limit must be an integer"),
         ("layerpar.beta_final=big", r"layerpar\.beta_final must be a number"),

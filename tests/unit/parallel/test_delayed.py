@@ -1,4 +1,4 @@
-"""The stale-adjoint variant (``layerpar.method: delayed``, parallel/delayed.py).
+"""The stale-adjoint variant (``layerpar.method: delayed``, parallel/methods/delayed.py).
 
 Its oracle property: with a_k = the true h_k, module k's update at step t is serial backprop's
 gradient of batch t − (K−1−k) at the weights of that step — exactly, to float64 round-off.
@@ -11,7 +11,6 @@ import torch
 from torch.nn import functional as F
 
 from layerpar.auxnet import OracleAux
-from layerpar.parallel.stage import PARALLEL_PROGRAM
 from layerpar.parallel.trainer import LayerParallelTrainer
 from tests.helpers.oracle import (
     NoisyOracle,
@@ -80,12 +79,12 @@ def test_final_parallel_step_sends_nothing_and_drops_pending(tmp_path):
     assert all(float(g.abs().max()) == 0.0 for g in grads[3][0])
     assert all(float(g.abs().max()) == 0.0 for g in grads[4][0])
     assert any(float(g.abs().max()) > 0.0 for g in grads[4][1])
-    assert trainer.runner.workers[0]._pending  # the second run is still going at step 4
+    assert trainer.runner.workers[0].method.in_flight()  # the second run is still going at step 4
     # Flush the second run and check nothing is left in flight.
-    trainer.runner.begin(STEPS, 0.01, final_parallel=True)
-    trainer.runner.run(PARALLEL_PROGRAM)
+    trainer.runner.begin(STEPS, 0.01, final=True)
+    trainer.runner.run(trainer.runner.program(serial=False))
     assert not any(len(box) for box in hub.mailboxes.values())
-    assert not any(w._pending for w in trainer.runner.workers)
+    assert not any(w.method.in_flight() for w in trainer.runner.workers)
 
 
 @pytest.mark.parametrize(
@@ -105,6 +104,6 @@ def test_stale_methods_run_the_whole_schedule_and_leave_nothing_in_flight(tmp_pa
     assert 0.0 <= summary.final_test_acc <= 1.0
     workers = trainer.runner.workers
     assert not any(len(box) for box in workers[0].comm.hub.mailboxes.values())
-    assert not any(w._pending or w._inflight or w._labels for w in workers)
+    assert not any(w.method.in_flight() or w._inflight for w in workers)
     lines = (summary.run_dir / "metrics.jsonl").read_text()
     assert logged in lines and '"local_loss/2"' in lines

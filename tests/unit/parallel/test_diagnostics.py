@@ -36,7 +36,7 @@ def test_epoch_records_carry_aux_errors_and_plot_is_written(tmp_path: Path) -> N
     adjoints = torch.autograd.grad(F.cross_entropy(h, y), states[:-1])
     for boundary in (0, 1):
         with torch.no_grad():
-            out = trainer.workers[boundary].aux.train()(x, upto=boundary)
+            out = trainer.workers[boundary].aux.net.train()(x, upto=boundary)
         state, adjoint = states[boundary].detach(), adjoints[boundary] * len(y)
         state_error = float((out.states[boundary] - state).norm() / state.norm())
         multiplier_error = float((out.multipliers[boundary] - adjoint).norm() / adjoint.norm())
@@ -72,11 +72,11 @@ def test_diagnostic_pass_changes_no_parameter(tmp_path: Path) -> None:
         "data.train_limit=256", "train.batch_size=32", f"train.out_dir={tmp_path}", "train.progress=false"])
     trainer = LayerParallelTrainer(config)
     params = [p.detach().clone() for w in trainer.workers for p in w.module.parameters()]
-    aux = [p.detach().clone() for w in trainer.workers for p in w.aux.parameters()]
+    aux = [p.detach().clone() for w in trainer.workers for p in w.aux.net.parameters()]
     result = diagnose(trainer.runner, trainer.data.schedule)
     assert "aux_state_error/0" in result
     assert all(torch.equal(a, p) for a, p in zip(params, [p for w in trainer.workers for p in w.module.parameters()]))
-    assert all(torch.equal(a, p) for a, p in zip(aux, [p for w in trainer.workers for p in w.aux.parameters()]))
+    assert all(torch.equal(a, p) for a, p in zip(aux, [p for w in trainer.workers for p in w.aux.net.parameters()]))
     assert all(w.step == 0 for w in trainer.workers)
 
 

@@ -114,12 +114,12 @@ def test_al_targets_fixed_point_when_adjoint_equals_multiplier():
 
 def test_constraint_residual_hand_computed():
     h = t([[3.0, 4.0]])
-    assert constraint_residual(h, t([[3.0, 0.0]])) == pytest.approx(0.8)  # ||(0, 4)|| / ||(3, 4)||
-    assert constraint_residual(h, h) == 0.0
+    assert float(constraint_residual(h, t([[3.0, 0.0]]))) == pytest.approx(0.8)  # ||(0, 4)|| / ||(3, 4)||
+    assert float(constraint_residual(h, h)) == 0.0
 
 
 def test_constraint_residual_of_zero_activation_is_absolute():
-    assert constraint_residual(torch.zeros(1, 2), torch.tensor([[3.0, 4.0]])) == pytest.approx(5.0)
+    assert float(constraint_residual(torch.zeros(1, 2), torch.tensor([[3.0, 4.0]]))) == pytest.approx(5.0)
 
 
 def test_beta_at_constant_without_final():

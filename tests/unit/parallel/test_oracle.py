@@ -22,7 +22,9 @@ from layerpar.parallel.local_loss import al_targets, local_loss
 from layerpar.parallel.optim import make_optimizer
 from layerpar.parallel.partition import split
 from layerpar.parallel.runner import InProcessRunner
-from layerpar.parallel.stage import PARALLEL_PROGRAM, StageWorker
+from layerpar.parallel.methods import METHODS, Phase
+from layerpar.parallel.objective import Objective
+from layerpar.parallel.stage import StageWorker
 from tests.helpers.oracle import (
     FIRST_PHASE,
     NoisyOracle,
@@ -62,7 +64,7 @@ def test_resnet_oracle_full_step_equals_serial_sgd_step(tmp_path):
     total = trainer.data.schedule.total_steps
     optimizer, scheduler = make_optimizer(ref.parameters(), config.optim, total)
     optimizer.step()
-    trainer.runner.run(PARALLEL_PROGRAM[1:])
+    trainer.runner.run(trainer.runner.program(serial=False)[1:])
     assert trainer.runner.step == 1
     params = [p.detach() for p in trainer.setup.model.parameters()]
     assert relative_error(params, [p.detach() for p in ref.parameters()]) < 1e-13
@@ -130,8 +132,8 @@ def _sequential_workers(seq: nn.Sequential, stages: int, x: torch.Tensor, method
     layout = Layout(stages)
     oracle = OracleAux(part.stages, F.cross_entropy)
     workers = [
-        StageWorker(config, layout, k, 0, part.stages[k], None, shapes, comm, 1,
-                    device=torch.device("cpu"), dtype=torch.float64, oracle=oracle)
+        StageWorker(config, layout, k, 0, part.stages[k], shapes, comm, 1, method=METHODS[method],
+                    objective=Objective(), device=torch.device("cpu"), dtype=torch.float64, oracle=oracle)
         for k, comm in enumerate(LocalHub(stages).comms())
     ]
     return part, workers, oracle
@@ -159,12 +161,14 @@ def test_user_sequential_adjoints_reach_the_al_fixed_point():
     truth = oracle(x, y)
     for worker in workers:
         worker.begin(x, y, beta=0.5)
-    InProcessRunner(workers, plan=None).run(PARALLEL_PROGRAM[:5])  # up to receive_adjoint
+    program = workers[0].program(serial=False)
+    upto = program.index(Phase("method", "receive_adjoint")) + 1
+    InProcessRunner(workers, plan=None).run(program[:upto])
     for worker in workers[:-1]:
-        s = worker.state
-        torch.testing.assert_close(s.h.detach(), truth.states[worker.stage], rtol=0, atol=1e-12)
-        torch.testing.assert_close(s.multiplier_target, truth.multipliers[worker.stage], rtol=1e-10, atol=1e-14)
-        torch.testing.assert_close(s.state_target, s.h.detach(), rtol=0, atol=1e-10)
+        targets, h = worker.state.aux_targets, worker.method._h
+        torch.testing.assert_close(h, truth.states[worker.stage], rtol=0, atol=1e-12)
+        torch.testing.assert_close(targets.multiplier, truth.multipliers[worker.stage], rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(targets.state, h, rtol=0, atol=1e-10)
 
 
 def test_user_sequential_local_losses_by_hand_match_serial():

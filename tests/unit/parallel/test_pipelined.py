@@ -1,4 +1,4 @@
-"""The pipelined variant (``layerpar.method: pipelined``, parallel/pipelined.py).
+"""The pipelined variant (``layerpar.method: pipelined``, parallel/methods/pipelined.py).
 
 Its exactness property (weight stashing): module k forwards batch b at step b + k and updates
 with it at step b + 2(K−1) − k; that update is serial backprop's gradient of batch b through the
@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from layerpar.errors import ConfigError
-from layerpar.parallel.pipelined import pipeline_delay
-from layerpar.parallel.stage import PARALLEL_PROGRAM
+from layerpar.parallel.methods import Phase, check_config, micro_batches
+from layerpar.parallel.pipeline_schedule import pipeline_delay
 from layerpar.parallel.trainer import LayerParallelTrainer
 from tests.helpers.oracle import digits_config, relative_error, run_capturing, serial_gradients
 
@@ -85,16 +85,16 @@ def test_a_run_fills_drains_and_leaves_nothing_in_flight(tmp_path):
     # Step 3 starts a fresh run: modules 1 and 2 wait for the fill again, module 0 for its delay.
     assert all(float(g.abs().max()) == 0.0 for w in range(3) for g in grads[3][w])
     assert any(float(g.abs().max()) > 0.0 for g in grads[5][2])  # last module: batch 3, at step 5
-    assert workers[0]._pending and workers[2]._labels
-    trainer.runner.begin(STEPS, 0.01, final_parallel=True)
-    trainer.runner.run(PARALLEL_PROGRAM)
+    assert workers[0].method.in_flight() and workers[2].method.in_flight()
+    trainer.runner.begin(STEPS, 0.01, final=True)
+    trainer.runner.run(trainer.runner.program(serial=False))
     assert not any(len(box) for box in hub.mailboxes.values())
-    assert not any(w._pending or w._labels for w in workers)
+    assert not any(w.method.in_flight() for w in workers)
 
 
 def test_pipelined_refuses_periodic_serial_steps(tmp_path):
     with pytest.raises(ConfigError, match="serial_every=0"):
-        digits_config(tmp_path, *ONE_PART, "layerpar.serial_every=2")
+        check_config(digits_config(tmp_path, *ONE_PART, "layerpar.serial_every=2"))
 
 
 def test_accumulation_updates_once_per_window_with_the_sum_of_its_gradients(tmp_path):
@@ -102,9 +102,9 @@ def test_accumulation_updates_once_per_window_with_the_sum_of_its_gradients(tmp_
     the sum (then / 2) of the stashed-chain gradients of the batches that landed in the window."""
     config = digits_config(tmp_path, "layerpar.method=pipelined", "optim.lr=0.05",
                            "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0", stages=2)
-    assert config.micro_batches == 2  # the default for K = 2: 2(K−1)
+    assert micro_batches(config) == 2  # the default for K = 2: 2(K−1)
     # Gradients just before each optimiser step, after every phase that adds to them.
-    update = PARALLEL_PROGRAM.index(("finish_stage_update", False))
+    update = LayerParallelTrainer(config).runner.program(serial=False).index(Phase("worker", "finish_stage_update"))
     trainer, grads, snapshots = _run_pipelined(config, capture_after=update)
     for step in (0, 2, 4):  # first tick of a window: no optimiser step
         for now, after in zip(snapshots[step].parameters(), snapshots[step + 1].parameters()):
@@ -123,7 +123,7 @@ def test_micro_batches_are_the_serial_batch_in_parts(tmp_path):
     step s, part j: both arms see the same data per optimiser step."""
     parts = digits_config(tmp_path, "layerpar.method=pipelined", "layerpar.warmup_epochs=0",
                           "layerpar.serial_final_epochs=0", "data.crop_pad=2", "data.flip=true", stages=4)
-    assert parts.micro_batches == 8
+    assert micro_batches(parts) == 8
     serial = digits_config(tmp_path, "train.mode=serial", "data.crop_pad=2", "data.flip=true")
     plan, whole = LayerParallelTrainer(parts).data.plan, LayerParallelTrainer(serial).data.plan
     assert plan.steps_per_epoch == 8 * whole.steps_per_epoch and plan.step_samples == 4
@@ -136,7 +136,7 @@ def test_micro_batches_are_the_serial_batch_in_parts(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (("layerpar.accumulate=2",), "layerpar.accumulate=2 is for layerpar.method=pipelined"),
+        (("layerpar.accumulate=2",), "layerpar.accumulate=2 is for a micro-batched method"),
         (("layerpar.method=pipelined", "layerpar.warmup_epochs=1"),
          "set layerpar.warmup_epochs=0 and layerpar.serial_final_epochs=0"),
         (("layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
@@ -147,7 +147,7 @@ def test_micro_batches_are_the_serial_batch_in_parts(tmp_path):
 )
 def test_bad_accumulation_settings_say_how_to_fix_them(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
-        digits_config(tmp_path, *overrides)
+        check_config(digits_config(tmp_path, *overrides))
 
 
 def test_step_counts_in_the_config_are_batches(tmp_path):
@@ -155,7 +155,7 @@ def test_step_counts_in_the_config_are_batches(tmp_path):
     number of micro-batches each one goes through in."""
     config = digits_config(tmp_path, "layerpar.method=pipelined", "train.dtype=float32", "train.epochs=1",
                            "train.eval_every_steps=5", "train.stop_at_step=12", stages=2)
-    assert config.micro_batches == 2
+    assert micro_batches(config) == 2
     summary = LayerParallelTrainer(config).fit()
     lines = (summary.run_dir / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
@@ -165,7 +165,7 @@ def test_step_counts_in_the_config_are_batches(tmp_path):
 
 def test_momentum_compensation_and_weight_prediction_options(tmp_path):
     """The two options that did not help (docs/parity.md) still do what they say."""
-    from layerpar.parallel.pipelined import compensated_momentum, predicted_shift
+    from layerpar.parallel.methods.pipelined import compensated_momentum
 
     assert compensated_momentum(0.9, 0) == pytest.approx(0.9)
     assert compensated_momentum(0.9, 2) == pytest.approx(0.7)
@@ -176,7 +176,7 @@ def test_momentum_compensation_and_weight_prediction_options(tmp_path):
     first = trainer.runner.workers[0]
     # Module 0 at K=3, one batch per step: 4 optimiser steps late.
     assert first.optimizer.param_groups[0]["momentum"] == pytest.approx(0.5)
-    shift = predicted_shift(first)
+    shift = first.method._predicted_shift()
     lr = first.optimizer.param_groups[0]["lr"]
     name, param = next(iter(first.module.named_parameters()))
     buffer = first.optimizer.state[param]["momentum_buffer"]

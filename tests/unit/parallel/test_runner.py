@@ -7,7 +7,8 @@ import torch
 
 from layerpar.errors import LaunchError
 from layerpar.parallel.runner import merge_metrics
-from layerpar.parallel.worker import merge_stage_states, read_env
+from layerpar.parallel.session import merge_stage_states
+from layerpar.parallel.worker import read_env
 
 
 def test_merge_metrics_keeps_stage_keys_and_averages_shared_ones():

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from layerpar.checkpoint import load_checkpoint
-from layerpar.parallel.stage import PARALLEL_PROGRAM
 from layerpar.parallel.trainer import LayerParallelTrainer, SerialTrainer, serial_config
 from tests.helpers.oracle import digits_config, relative_error
 
@@ -28,7 +27,7 @@ def _config(tmp_path, name, stages, *extra):
 
 @pytest.mark.parametrize("stages", [2, 3])
 def test_all_serial_layer_parallel_run_equals_serial_trainer(tmp_path, stages):
-    """SERIAL_PROGRAM across K modules (activations and gradients through LocalComm) reproduces
+    """Serial steps across K modules (activations and gradients through LocalComm) reproduces
     plain backprop on the whole model: same losses, same final parameters, same accuracy."""
     extra = ("layerpar.warmup_epochs=1", "layerpar.serial_final_epochs=0")
     par = LayerParallelTrainer(_config(tmp_path, "par", stages, *extra)).fit()
@@ -72,9 +71,9 @@ def test_auxnet_replicas_stay_identical_and_train(tmp_path):
     """Every worker holds an AuxNet replica; all-reduced gradients keep the parameters equal."""
     config = _config(tmp_path, "aux", 3, "layerpar.warmup_epochs=0.4", "layerpar.serial_final_epochs=0")
     trainer = LayerParallelTrainer(config)
-    initial = [p.detach().clone() for p in trainer.workers[0].aux.parameters()]
+    initial = [p.detach().clone() for p in trainer.workers[0].aux.net.parameters()]
     trainer.fit()
-    params = [list(w.aux.parameters()) for w in trainer.workers]
+    params = [list(w.aux.net.parameters()) for w in trainer.workers]
     assert len({id(p[0]) for p in params}) == 3  # private copies, not one shared object
     for other in params[1:]:
         for a, b in zip(params[0], other):
@@ -86,7 +85,7 @@ def test_one_parallel_step_sends_one_adjoint_per_boundary_plus_the_aux_all_reduc
     config = _config(tmp_path, "bytes", 3, "layerpar.warmup_epochs=0")
     trainer = LayerParallelTrainer(config)
     trainer.runner.begin(0, 0.01)
-    trainer.runner.run(PARALLEL_PROGRAM)
+    trainer.runner.run(trainer.runner.program(serial=False))
     batch = config.train.batch_size
     adjoints = sum(batch * math.prod(shape) * 8 for shape in trainer.setup.boundary_shapes)
     aux_bytes = sum(p.numel() for p in trainer.setup.aux.parameters()) * 8

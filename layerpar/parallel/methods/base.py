@@ -1,0 +1,160 @@
+"""The interface every training method implements, and what one step leaves for its phases.
+
+A method is a strategy object owned by a stage worker (``parallel/stage.py``).  It declares what
+it needs — an AuxNet, micro-batches, serial phases, what it sends each way — and implements the
+method-specific phases of a step; the worker owns topology, optimisers, replica sync,
+precision and checkpoint state, and never asks which method it runs.
+
+A step is a fixed *program* of phases, each run on every worker before the next one starts when
+all workers live in one process (the numerical reference, through ``LocalComm``), or by each
+worker alone in its own process.  Both execute the same code.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+
+from layerpar.config import OptimConfig, RunConfig
+from layerpar.parallel.comm import Handle
+
+if TYPE_CHECKING:
+    from layerpar.auxnet import AuxOutput
+    from layerpar.parallel.stage import StageWorker
+
+Owner = Literal["worker", "method", "serial", "aux"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a step program: ``owner.name()`` on every worker (in reverse stage order
+    when ``reverse``).  ``owner`` is the worker itself, its parallel-step method, its serial
+    step, or its AuxNet trainer."""
+
+    owner: Owner
+    name: str
+    reverse: bool = False
+
+
+Program = tuple[Phase, ...]
+
+UPDATE_PHASES: Program = (Phase("worker", "start_stage_sync"), Phase("worker", "finish_stage_update"))
+"""Replicas of a module all-reduce its gradients, then the optimiser steps (or accumulates)."""
+
+AUX_PHASES: Program = (
+    Phase("aux", "backward"),
+    Phase("aux", "start_sync"),
+    Phase("aux", "finish_update"),
+)
+"""The AuxNet loss at this worker's boundary, then the all-reduce and the identical Adam step."""
+
+END_PHASES: Program = (Phase("worker", "end_step"),)
+
+
+@dataclass
+class AuxTargets:
+    """What the AuxNet at boundary k is trained towards this step (λ⁺, μ⁺)."""
+
+    state: torch.Tensor
+    multiplier: torch.Tensor | None
+
+
+@dataclass
+class StepState:
+    """What one step leaves for its later phases (common to every method)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    beta: float
+    serial: bool = False
+    final: bool = False
+    """Last step of a run of parallel steps: stale methods send nothing and drop what is in
+    flight (no later step of this run would read it)."""
+    cond: torch.Tensor | None = None
+    """Conditioning of this micro-batch for conditioned blocks (None for classifiers)."""
+    aux_out: AuxOutput | None = None
+    aux_targets: AuxTargets | None = None
+    sends: list[Handle] = field(default_factory=list)
+    metrics: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    """Values stay tensors until the loop reads them every ``train.log_every`` steps."""
+
+
+class Method(ABC):
+    """A way of training the K modules of a backbone; one instance per stage worker."""
+
+    name: ClassVar[str]
+    needs_aux: ClassVar[bool] = False
+    """Builds an AuxNet (forward unlocking by predicted inputs)."""
+    aux_multipliers: ClassVar[bool] = False
+    """The AuxNet predicts multipliers too (and is trained on μ⁺)."""
+    stale: ClassVar[bool] = False
+    """Messages are read a step after they are sent (wait on sends one step later)."""
+    micro_batched: ClassVar[bool] = False
+    """Feeds each batch in micro-batches and accumulates their gradients."""
+    default_warmup_epochs: ClassVar[float] = 0.0
+    default_serial_final_epochs: ClassVar[float] = 0.0
+    allows_serial_every: ClassVar[bool] = True
+    serial_only: ClassVar[bool] = False
+    """Every step is a serial step (serial backprop)."""
+    sends_forward: ClassVar[str] = "nothing"
+    sends_backward: ClassVar[str] = "nothing"
+    program: ClassVar[Program]
+    """The phases of one parallel step."""
+
+    def __init__(self, worker: StageWorker) -> None:
+        self.worker = worker
+
+    # ------------------------------------------------------------------ declarations
+
+    @classmethod
+    def check_config(cls, config: RunConfig) -> None:
+        """Raise ConfigError for settings this method cannot run (the message says the fix)."""
+
+    @classmethod
+    def micro_batches(cls, config: RunConfig) -> int:
+        """Micro-batches each batch is fed in (1: whole batches)."""
+        return 1
+
+    @classmethod
+    def optimizer_config(cls, config: RunConfig, stage: int) -> OptimConfig:
+        """The optimiser settings of module ``stage`` (a method may adapt them)."""
+        return config.optim
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> StepState:
+        return self.worker.state
+
+    def end_run(self) -> None:
+        """A run of parallel steps ended: drop whatever is still in flight."""
+
+    def reset(self) -> None:
+        """Forget in-flight state (a checkpoint was loaded)."""
+        self.end_run()
+
+    def in_flight(self) -> int:
+        """Micro-batches this worker still holds (0 after a run ends)."""
+        return 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.reset()
+
+    # ------------------------------------------------------------------ the first phase
+
+    @abstractmethod
+    def forward_backward(self) -> None:
+        """This worker's forward and backward of the step (gradients into its module)."""
+
+
+def predicted_input(out: AuxOutput | None, stage: int) -> torch.Tensor:
+    """u_k = stopgrad(a_{k−1}(x)) for the AuxNet methods: a leaf whose gradient is the module's
+    input adjoint."""
+    assert out is not None, "modules after the first need the AuxNet's prediction (the setup builds one)"
+    return out.states[stage - 1].detach().requires_grad_(True)

@@ -1,0 +1,78 @@
+"""Weight stashing: run a module's forward on a copy of its weights, take the backward later.
+
+A stale method (pipelined, delayed) forwards a micro-batch now and applies its gradient a few
+steps later, after optimiser steps have changed the live weights in place.  Running the forward
+on stashed copies keeps the graph valid, and its backward gives the gradient *at the weights of
+that forward* (PipeDream's weight stashing, Narayanan et al., 2019).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+
+@dataclass
+class PendingForward:
+    """A micro-batch a module has run forward on and will update with once its adjoint arrives."""
+
+    u: torch.Tensor
+    """Module input (a leaf that requires grad, except on the first module)."""
+    h: torch.Tensor
+    """Module output, with its graph into ``weights``."""
+    weights: list[torch.Tensor]
+    """The parameter values this forward used (stashed copies, in ``parameters()`` order)."""
+    anchor: torch.Tensor | None = None
+    """The AuxNet's prediction a_k for this micro-batch (detached): the penalty's anchor in the
+    delayed method; None in the pipelined one, which has no penalty."""
+
+
+def stashed_forward(
+    module: nn.Module,
+    u: torch.Tensor,
+    shift: dict[str, torch.Tensor] | None = None,
+    cond: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``module(u)`` on copies of its parameters.  With ``shift``, the copies are θ + shift
+    (weight prediction: the forward runs where the weights are expected to be when the gradient
+    is applied).
+
+    Buffers run on copies too (BatchNorm's backward keeps its running statistics, which the next
+    forward updates in place); their new values are written back to the module."""
+    shift = shift or {}
+    weights = {
+        name: (p.detach() + shift[name] if name in shift else p.detach().clone()).requires_grad_(p.requires_grad)
+        for name, p in module.named_parameters()
+    }
+    buffers = {name: b.clone() for name, b in module.named_buffers()}
+    args = (u,) if cond is None else (u, cond)
+    h = functional_call(module, {**weights, **buffers}, args)
+    with torch.no_grad():
+        for name, live in module.named_buffers():
+            live.copy_(buffers[name])
+    return h, list(weights.values())
+
+
+def move_gradients(module: nn.Module, weights: list[torch.Tensor]) -> None:
+    """Add the gradients a stashed forward collected to the live parameters' (accumulation)."""
+    for param, stashed in zip(module.parameters(), weights, strict=True):
+        if stashed.grad is None:
+            continue
+        if param.grad is None:
+            param.grad = stashed.grad
+        else:
+            param.grad.add_(stashed.grad)
+
+
+def weight_staleness(module: nn.Module, stashed: list[torch.Tensor]) -> torch.Tensor:
+    """||θ_now − θ_forward|| / ||θ_now||: how far the weights moved between the forward of a
+    micro-batch and the update with its gradient (0 for serial backprop).  A tensor: reading it
+    back is left to the metrics logger."""
+    with torch.no_grad():
+        params = list(module.parameters())
+        moved = torch.stack([(p - w).pow(2).sum() for p, w in zip(params, stashed, strict=True)]).sum()
+        size = torch.stack([p.pow(2).sum() for p in params]).sum()
+        return torch.where(size > 0, (moved / size.clamp_min(1e-300)).sqrt(), torch.zeros_like(size))
