@@ -19,8 +19,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from layerpar.errors import LayerparError
+
+if TYPE_CHECKING:
+    from layerpar.config import RunConfig
 
 log = logging.getLogger("layerpar")
 
@@ -37,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="layerpar",
         description="Layer-parallel training: every module of a backbone trains at the same time on "
         "its own device. Methods (layerpar.method): pipelined (default; true activations one micro-batch "
-        "late, weight stashing) or the auxiliary-network methods al, penalty and delayed.",
+        "late, weight stashing), the auxiliary-network methods al, penalty and delayed, and serial "
+        "(serial backprop across the modules). Your own model, data and loss: model.factory, "
+        "data.factory, train.loss (package.module:function).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
@@ -85,13 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """The config of ``--config`` and ``--set``, checked against its method before any worker
+    starts (an error here costs no process start-up)."""
     from layerpar.config import load_config
+    from layerpar.parallel.methods import check_config
 
     overrides = list(args.overrides)
     if getattr(args, "mode", None):
         overrides.append(f"train.mode={args.mode}")
-    return load_config(args.config, overrides)
+    return check_config(load_config(args.config, overrides))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

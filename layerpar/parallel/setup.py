@@ -92,7 +92,8 @@ def build_model_for(config: RunConfig, input_shape: tuple[int, ...] | None = Non
 
 def choose_bounds(config: RunConfig, model: Backbone, input_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Cut points for the configured balance (``time`` profiles one batch on this machine)."""
-    sample = torch.randn(min(config.train.batch_size, 64), *input_shape)
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    sample = torch.randn(min(config.train.batch_size, 64), *input_shape, dtype=dtype)
     part = split(model, config.parallel.stages, config.parallel.balance, sample=sample)
     return part.bounds
 
@@ -132,14 +133,15 @@ def build_setup(
         if input_shape is None:
             raise ConfigError("build_setup(model=...) needs input_shape, the shape of one input sample")
         backbone, num_classes = as_backbone(copy.deepcopy(model)), None
+    backbone.to(dtype=dtype)
     if bounds is None:
         bounds = choose_bounds(config, backbone, input_shape)
     partition = _partition_at(backbone, bounds)
-    shapes = boundary_shapes(partition.stages, torch.zeros(2, *input_shape))
+    shapes = boundary_shapes(partition.stages, torch.zeros(2, *input_shape, dtype=dtype))
     aux = _build_aux(config, method, input_shape, shapes, num_classes) if method.needs_aux else None
     if aux is not None:
         aux.to(device=device, dtype=dtype)
-    backbone.to(device=device, dtype=dtype)
+    backbone.to(device=device)
     layout = Layout(config.parallel.stages, config.parallel.replicas)
     return Setup(config, input_shape, num_classes, backbone, partition, shapes, aux, layout, device, dtype,
                  method, objective or Objective())
