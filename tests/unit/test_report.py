@@ -1,0 +1,159 @@
+"""``python -m layerpar.report``: the committed tables and values equal what results/ gives, and a
+changed cell, a changed value or a missing result file is caught (and named)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from layerpar import report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Checked:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def check(capsys):
+    """``python -m layerpar.report --check`` in this process (the tests below run it often)."""
+
+    def run(*files: Path, root: Path = ROOT) -> Checked:
+        capsys.readouterr()
+        code = report.main(["--check", "--root", str(root), *map(str, files)])
+        out, err = capsys.readouterr()
+        return Checked(code, out, err)
+
+    return run
+
+
+def test_committed_docs_match_their_results():
+    """The command as CI and a user run it, in a fresh interpreter."""
+    command = [sys.executable, "-m", "layerpar.report", "--check"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "matches results/" in done.stdout
+
+
+def test_report_imports_only_the_standard_library_and_layerpar_errors():
+    """So that the check needs no torch (the package's __init__ may import more; report.py does not)."""
+    tree = ast.parse(Path(report.__file__).read_text(encoding="utf-8"))
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    outside = {n for n in names if n.split(".")[0] not in sys.stdlib_module_names and n != "layerpar.errors"}
+    assert not outside, outside
+
+
+def test_every_document_has_generated_tables():
+    for name in report.DOCUMENTS:
+        assert report.find_markers((ROOT / name).read_text(encoding="utf-8")), name
+
+
+def _marker(name: str, source: str = "README.md") -> report.Marker:
+    text = (ROOT / source).read_text(encoding="utf-8")
+    return next(m for m in report.find_markers(text) if m.spec.startswith(name))
+
+
+def _tampered_copy(tmp_path: Path, marker: report.Marker, body: str, source: str = "README.md") -> Path:
+    """A copy of ``source`` whose ``marker`` holds ``body`` instead of what results/ gives."""
+    text = (ROOT / source).read_text(encoding="utf-8")
+    copy = tmp_path / Path(source).name
+    copy.write_text(text[: marker.start] + body + text[marker.start + len(marker.body) :], encoding="utf-8")
+    return copy
+
+
+def _first_row_with_cell_changed(marker: report.Marker, column: str, value: str) -> tuple[str, list[str], str]:
+    lines = marker.body.split("\n")
+    header = [c.strip() for c in lines[1].strip("|").split("|")]
+    row = next(i for i, line in enumerate(lines) if line.startswith("|") and i > 2)
+    cells = [c.strip() for c in lines[row].strip("|").split("|")]
+    old = cells[header.index(column)]
+    cells[header.index(column)] = value
+    lines[row] = "| " + " | ".join(cells) + " |"
+    return "\n".join(lines), cells, old
+
+
+def test_a_changed_table_cell_fails_and_is_named(tmp_path, check):
+    marker = _marker("parity-pipelined")
+    body, cells, old = _first_row_with_cell_changed(marker, "pipelined acc (%)", "00.00 ± 0.00")
+    done = check(_tampered_copy(tmp_path, marker, body))
+    assert done.returncode == 1
+    assert "[report:parity-pipelined]" in done.stdout
+    assert f"row {' | '.join(cells[:3])!r}, column 'pipelined acc (%)'" in done.stdout
+    assert f"committed '00.00 ± 0.00', from results {old!r}" in done.stdout
+    assert len(done.stdout.strip().splitlines()) == 1 + sum("pending" in line for line in done.stdout.splitlines())
+
+
+def test_a_changed_inline_value_fails_and_is_named(tmp_path, check):
+    marker = _marker("bench bench/cpu-fmnist-K2-pipelined whole-ratio")
+    done = check(_tampered_copy(tmp_path, marker, "9.99×"))
+    assert done.returncode == 1
+    assert f"whole-ratio layerpar] committed '9.99×', from results {marker.body!r}" in done.stdout
+
+
+def test_rewrite_restores_a_tampered_file(tmp_path):
+    marker = _marker("parity-pipelined")
+    copy = _tampered_copy(tmp_path, marker, _first_row_with_cell_changed(marker, "gap (pt)", "+9.99")[0])
+    assert copy.read_text(encoding="utf-8") != (ROOT / "README.md").read_text(encoding="utf-8")
+    assert report.main(["--root", str(ROOT), str(copy)]) == 0
+    assert copy.read_text(encoding="utf-8") == (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _demo_root(tmp_path: Path, body: str) -> tuple[Path, Path]:
+    """A repository with no results/demo/ and one document holding the demo block."""
+    (tmp_path / "results").mkdir(parents=True)
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# demo\n\n<!-- report:demo -->\n{body}\n<!-- /report -->\n", encoding="utf-8")
+    return tmp_path, doc
+
+
+def test_a_missing_result_file_is_skipped_only_where_the_block_says_pending(tmp_path, check):
+    root, doc = _demo_root(tmp_path / "pending", "Pending: the owner runs `make demo`.")
+    done = check(doc, root=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "pending: results/demo/summary.json is not committed" in done.stdout
+
+    root, doc = _demo_root(tmp_path / "claimed", "| run | acc |\n|---|---|\n| demo | 0.8769 |")
+    done = check(doc, root=root)
+    assert done.returncode == 1
+    assert "results/demo/summary.json is not committed" in done.stderr
+
+
+def test_a_pending_block_fills_in_once_its_file_is_committed(tmp_path, check):
+    root, doc = _demo_root(tmp_path, "Pending: the owner runs `make demo`.")
+    run = ROOT / "results/bench/cpu-fmnist-K2-pipelined/runs/layerpar-K2/summary.json"
+    (root / "results/demo").mkdir()
+    shutil.copy(run, root / "results/demo/summary.json")
+    assert report.main(["--root", str(root), str(doc)]) == 0
+    text = doc.read_text(encoding="utf-8")
+    assert "Pending" not in text
+    assert f"| {json.loads(run.read_text())['final_test_acc']:.4f} |" in text
+    assert check(doc, root=root).returncode == 0
+
+
+def test_an_inline_value_at_the_start_of_a_line_is_refused(tmp_path, check):
+    doc = tmp_path / "doc.md"
+    marker = "<!-- report:bench bench/cpu-fmnist-K2-pipelined speedup layerpar -->1.75×<!-- /report -->"
+    doc.write_text(f"Its step is\n{marker} serial's.\n", encoding="utf-8")
+    done = check(doc)
+    assert done.returncode == 1
+    assert "must not start a line" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("stages", "micro"),
+    [(1, 1), (2, 2), (3, 4), (4, 8), (5, 8)],
+)
+def test_default_micro_batches_is_the_smallest_power_of_two_at_least_2_k_minus_1(stages, micro):
+    assert report.default_micro_batches(stages) == micro
