@@ -23,8 +23,8 @@ pytestmark = [
 ]
 
 
-def tiny_config(out: Path, name: str) -> RunConfig:
-    return load_config(None, [
+def tiny_config(out: Path, name: str, method: str = "pipelined") -> RunConfig:
+    return load_config(None, [f"layerpar.method={method}",
         "data.dataset=digits", "model.name=resnet20", "data.train_limit=256", "train.batch_size=32",
         "train.epochs=1", "parallel.stages=2", "parallel.balance=blocks",
         "train.progress=false", "parallel.timeout_s=60", f"train.out_dir={out}", f"train.run_name={name}",
@@ -32,15 +32,17 @@ def tiny_config(out: Path, name: str) -> RunConfig:
 
 
 @pytest.mark.timeout(180)
-def test_mpirun_trains_end_to_end(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("method", ["pipelined", "al"])
+def test_mpirun_trains_end_to_end(tmp_path: Path, monkeypatch, method: str) -> None:
     # A relative out_dir and no run_name: the launcher pins one absolute, timestamped folder.
     monkeypatch.chdir(tmp_path)
-    config = tiny_config(Path("runs"), "x")
+    config = tiny_config(Path("runs"), "x", method)
     config = replace(config, train={"run_name": None})
     record = launch_training(config, load_cluster_config(CLUSTER))
     (summary_path,) = (tmp_path / "runs").glob("*/summary.json")
     summary = json.loads(summary_path.read_text())
     assert isinstance(summary["final_test_acc"], float) and 0.0 <= summary["final_test_acc"] <= 1.0
+    assert summary["method"] == method
     assert record is not None and record["final_test_acc"] == summary["final_test_acc"]
     assert (summary_path.parent / "model.pt").is_file()
     assert len(list(summary_path.parent.glob("checkpoint/rank*.pt"))) == 2

@@ -33,8 +33,8 @@ def local_ray():
         ray.shutdown()
 
 
-def tiny_config(out: Path, name: str) -> RunConfig:
-    return load_config(None, [
+def tiny_config(out: Path, name: str, method: str = "pipelined") -> RunConfig:
+    return load_config(None, [f"layerpar.method={method}",
         "data.dataset=digits", "model.name=resnet20", "data.train_limit=256", "train.batch_size=32",
         "train.epochs=1", "parallel.stages=2", "parallel.balance=blocks",
         "train.progress=false", "parallel.timeout_s=60", f"train.out_dir={out}", f"train.run_name={name}",
@@ -52,13 +52,15 @@ def wait_for_free_cpus(expected: float, timeout_s: float = 20.0) -> float:
 
 
 @pytest.mark.timeout(180)
-def test_ray_trains_end_to_end(local_ray, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("method", ["pipelined", "al"])
+def test_ray_trains_end_to_end(local_ray, tmp_path: Path, monkeypatch, method: str) -> None:
     # A relative out_dir: the actors' working directory is Ray's, so the launcher pins it absolute.
     monkeypatch.chdir(tmp_path)
-    record = launch_training(tiny_config(Path("runs"), "x"), load_cluster_config(CLUSTER))
+    record = launch_training(tiny_config(Path("runs"), "x", method), load_cluster_config(CLUSTER))
     run_dir = tmp_path / "runs" / "x"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert isinstance(summary["final_test_acc"], float) and 0.0 <= summary["final_test_acc"] <= 1.0
+    assert summary["method"] == method
     assert record is not None and record["final_test_acc"] == summary["final_test_acc"]
     assert (run_dir / "model.pt").is_file() and len(list(run_dir.glob("checkpoint/rank*.pt"))) == 2
     assert ray.is_initialized(), "the launcher must not shut down a Ray it did not start"

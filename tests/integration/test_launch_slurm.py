@@ -31,8 +31,8 @@ def cluster(slurm_cluster, monkeypatch) -> ClusterConfig:
     return dataclasses.replace(shipped, timeout_min=2.5, slurm=dataclasses.replace(shipped.slurm, python=sys.executable))
 
 
-def tiny_config(out: Path, name: str) -> RunConfig:
-    return load_config(None, [
+def tiny_config(out: Path, name: str, method: str = "pipelined") -> RunConfig:
+    return load_config(None, [f"layerpar.method={method}",
         "data.dataset=digits", "model.name=resnet20", "data.train_limit=256", "train.batch_size=32",
         "train.epochs=1", "parallel.stages=2", "parallel.balance=blocks",
         "train.progress=false", "parallel.timeout_s=60", f"train.out_dir={out}", f"train.run_name={name}",
@@ -40,11 +40,13 @@ def tiny_config(out: Path, name: str) -> RunConfig:
 
 
 @pytest.mark.timeout(180)
-def test_slurm_trains_end_to_end(cluster: ClusterConfig, tmp_path: Path, capsys) -> None:
-    record = launch_training(tiny_config(tmp_path, "x"), cluster)
+@pytest.mark.parametrize("method", ["pipelined", "al"])
+def test_slurm_trains_end_to_end(cluster: ClusterConfig, tmp_path: Path, capsys, method: str) -> None:
+    record = launch_training(tiny_config(tmp_path, "x", method), cluster)
     run_dir = tmp_path / "x"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert isinstance(summary["final_test_acc"], float) and 0.0 <= summary["final_test_acc"] <= 1.0
+    assert summary["method"] == method
     assert record is not None and record["final_test_acc"] == summary["final_test_acc"]
     assert (run_dir / "model.pt").is_file() and (run_dir / "job.sbatch").is_file()
     logs = list((run_dir / "slurm_logs").glob("layerpar-x-*.out"))

@@ -30,19 +30,30 @@ def tiny_config(out: Path, name: str, *extra: str) -> RunConfig:
     ])
 
 
-@pytest.mark.timeout(180)
-def test_torchrun_trains_and_matches_the_in_process_reference(tmp_path: Path) -> None:
+USER_MODEL = ("model.factory=tests.helpers.user_model:build", "data.factory=tests.helpers.user_model:data",
+              "train.loss=tests.helpers.user_model:loss", "data.crop_pad=0")
+"""A user's own model, data and loss, named by import path so every worker builds them."""
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    ("extra", "micro"),
+    [((), 2), (("layerpar.method=al",), 1), (USER_MODEL, 2)],
+    ids=["pipelined", "al", "user-model-factory"],
+)
+def test_torchrun_trains_and_matches_the_in_process_reference(tmp_path: Path, extra, micro) -> None:
     start = time.monotonic()
-    record = launch_training(tiny_config(tmp_path, "x"), load_cluster_config(CLUSTER))
+    record = launch_training(tiny_config(tmp_path, "x", *extra), load_cluster_config(CLUSTER))
     elapsed = time.monotonic() - start
     run_dir = tmp_path / "x"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert isinstance(summary["final_test_acc"], float) and 0.0 <= summary["final_test_acc"] <= 1.0
     assert record is not None and record["final_test_acc"] == summary["final_test_acc"]
-    assert summary["steps"] == 8 * 2  # 8 batches, each in 2 micro-batches (pipelined, K = 2)
+    batches = 8
+    assert summary["steps"] == batches and summary["micro_steps"] == batches * micro
     assert (run_dir / "model.pt").is_file()
 
-    reference = LayerParallelTrainer(tiny_config(tmp_path, "reference")).fit()
+    reference = LayerParallelTrainer(tiny_config(tmp_path, "reference", *extra)).fit()
     ours = torch.load(run_dir / "model.pt", weights_only=True)["model"]
     theirs = torch.load(tmp_path / "reference" / "model.pt", weights_only=True)["model"]
     assert ours.keys() == theirs.keys()

@@ -186,3 +186,32 @@ def test_momentum_compensation_and_weight_prediction_options(tmp_path):
     # With the default 4 micro-batches the same 4 loop steps are 1 optimiser step.
     assert LayerParallelTrainer(with_micro).runner.workers[0].optimizer.param_groups[0]["momentum"] == \
         pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(("stages", "micro"), [(3, 4), (4, 8)])
+def test_default_micro_batched_update_is_the_mean_of_stashed_chain_gradients(tmp_path, stages, micro):
+    """The default configuration at K = 3 and 4 (M = 4 and 8 micro-batches): module k's
+    update at the end of each window of M micro-steps is the sum (then / M) of the gradients of
+    the micro-batches whose backward fell in it — micro-batch j at micro-step j + 2(K−1) − k —
+    each exact backprop through the weights every module forwarded it with."""
+    config = digits_config(tmp_path, "layerpar.method=pipelined", "optim.lr=0.05",
+                           "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0", stages=stages)
+    assert micro_batches(config) == micro  # the default: the smallest power of two >= 2(K-1)
+    trainer = LayerParallelTrainer(config)
+    update = trainer.runner.program(serial=False).index(Phase("worker", "finish_stage_update"))
+    steps = 3 * micro
+    grads, snapshots = run_capturing(trainer, steps, capture_after=update)
+    checked = 0
+    for window_end in range(2 * micro - 1, steps, micro):
+        for stage in range(stages):
+            lag = 2 * (stages - 1) - stage
+            landed = [r - lag for r in range(window_end - micro + 1, window_end + 1) if r - lag >= 0]
+            parts = [_stashed_chain_gradient(trainer, snapshots, j, stage) for j in landed]
+            want = [sum(ps) for ps in zip(*parts)]
+            assert relative_error(grads[window_end][stage], want) < 1e-10, (window_end, stage)
+            checked += 1
+    assert checked == 2 * stages
+    # The weights move only at the end of a window.
+    for step in range(steps - 1):
+        moved = any(not a.equal(b) for a, b in zip(snapshots[step].parameters(), snapshots[step + 1].parameters()))
+        assert moved == ((step + 1) % micro == 0), step
