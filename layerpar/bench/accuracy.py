@@ -1,6 +1,7 @@
-"""Accuracy against wall-clock for the arms that train to completion: serial backprop and
-layer-parallel (K worker processes, one thread each).  Gives final test accuracy and
-time-to-target (target: serial's final accuracy − 0.5 pt unless given).
+"""Accuracy against wall-clock for the arms that train to completion (``ArmSpec.train_mode``:
+serial backprop, and layer-parallel with the config's method, K CPU worker processes, one thread
+each).  Gives final test accuracy and time-to-target (target: serial's final accuracy − 0.5 pt
+unless given).
 
 Training time counts every step, warm-up and serial-hybrid steps included; evaluation is
 excluded (DESIGN.md §4).  DDP and the pipeline arms compute exact serial-backprop gradients;
@@ -12,21 +13,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from layerpar.bench import registry
 from layerpar.config import RunConfig, replace
+from layerpar.errors import ConfigError
 
 
-def train_arm(arm: str, devices: int, config: RunConfig, out: Path, eval_every_steps: int | None) -> dict[str, Any]:
+def train_arm(
+    arm: str, devices: int, config: RunConfig, out: Path, eval_every_steps: int | None
+) -> dict[str, Any]:
     """Train ``arm`` on ``devices`` worker processes; returns the run's summary record."""
     from layerpar.launchers.local import launch_local
 
-    mode = "serial" if arm == "serial" else "layerpar"
-    method = {"layerpar": config.layerpar.method, "layerpar-penalty": "penalty", "layerpar-al": "al"}.get(arm)
-    changes: dict[str, Any] = {"train": {"mode": mode, "out_dir": str(out / "runs"), "progress": False,
-                                         "run_name": f"{arm}-K{devices}", "eval_every_steps": eval_every_steps},
-                               "parallel": {"stages": devices, "replicas": 1, "threads_per_worker": 1}}
-    if method is not None:
-        changes["layerpar"] = {"method": method}
-    record = launch_local(replace(config, **changes))
+    mode = registry.get(arm).train_mode
+    if mode is None:
+        trained = [name for name, spec in registry.ARMS.items() if spec.train_mode is not None]
+        raise ConfigError(f"arm {arm!r} is not trained to the end (step time only); --train trains {trained}")
+    train: dict[str, Any] = {
+        "mode": mode,
+        "out_dir": str(out / "runs"),
+        "progress": False,
+        "run_name": f"{arm}-K{devices}",
+        "eval_every_steps": eval_every_steps,
+    }
+    parallel = {"stages": devices, "replicas": 1, "threads_per_worker": 1}
+    record = launch_local(replace(config, train=train, parallel=parallel))
     assert record is not None
     return record
 

@@ -40,25 +40,23 @@ parameter bytes; every rank prepares the global batch, ``batch_s``):
   activation memory, not in this model's time.
 
 The cut for K stages is the runtime's: ``balanced_bounds`` on the profile's block costs under the
-config's balance rule (for ``time``: forward+backward at min(B, 64), as ``setup.choose_bounds``
-measures it).  K beyond the number of blocks cannot be cut: every function returns None.
+config's balance rule (``profile.partition_bounds``; for ``time``: forward+backward at min(B, 64),
+as ``setup.choose_bounds`` measures it).  K beyond the number of blocks cannot be cut: every
+function returns None.
+
+One function per formula; which arm uses which is that arm's ``predict`` hook in
+``registry.py``, and ``predict.predict(arm, ...)`` looks it up.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from layerpar.config import pipelined_micro_batches
+from layerpar.bench.profile import Profile, partition_bounds
 from layerpar.errors import ConfigError
-from layerpar.parallel.partition import balanced_bounds
-
-if TYPE_CHECKING:
-    from layerpar.bench.profile import Profile
-
-ARMS = ("serial", "layerpar", "ddp", "gpipe", "1f1b")
-
+from layerpar.parallel.methods.pipelined import default_micro_batches
 
 # --------------------------------------------------------------------------------------------
 # Links
@@ -104,11 +102,14 @@ LINKS: dict[str, Link] = {
 }
 
 
-def get_link(name: str = "gloo-loopback", *, latency_s: float | None = None,
-             bandwidth_Bps: float | None = None) -> Link:
+def get_link(
+    name: str = "gloo-loopback", *, latency_s: float | None = None, bandwidth_Bps: float | None = None
+) -> Link:
     """A named link, optionally with its latency and/or bandwidth overridden."""
     if name not in LINKS:
-        raise ConfigError(f"unknown link {name!r}; valid: {', '.join(LINKS)} (override with latency/bandwidth)")
+        raise ConfigError(
+            f"unknown link {name!r}; valid: {', '.join(LINKS)} (override with latency/bandwidth)"
+        )
     link = LINKS[name]
     changes: dict[str, Any] = {}
     if latency_s is not None:
@@ -146,23 +147,6 @@ class Prediction:
         return asdict(self)
 
 
-def partition_costs(profile: Profile) -> list[float]:
-    """Per-block costs under the profile's balance rule (what the runtime's ``split`` uses)."""
-    if profile.balance == "blocks":
-        return [1.0] * profile.num_blocks
-    if profile.balance == "params":
-        return [float(c) + 1.0 for c in profile.param_counts]
-    forward, backward = profile.block_times(min(profile.batch_size, 64))
-    return [f + b for f, b in zip(forward, backward)]
-
-
-def partition_bounds(profile: Profile, stages: int) -> tuple[int, ...] | None:
-    """Cut points for K = ``stages`` (None when K exceeds the number of blocks)."""
-    if stages < 1 or stages > profile.num_blocks:
-        return None
-    return tuple(balanced_bounds(partition_costs(profile), stages))
-
-
 def _stage_sums(values: list[float], bounds: tuple[int, ...]) -> list[float]:
     return [sum(values[a:b]) for a, b in pairwise(bounds)]
 
@@ -170,12 +154,23 @@ def _stage_sums(values: list[float], bounds: tuple[int, ...]) -> list[float]:
 def predict_serial(profile: Profile) -> Prediction:
     forward, backward = profile.block_times(profile.batch_size)
     compute = sum(forward) + sum(backward) + profile.sgd_s_per_byte * sum(profile.param_bytes)
-    return Prediction("serial", 1, 1, 1, None, profile.batch_s + compute, compute, 0.0,
-                      (0, profile.num_blocks), (sum(forward) + sum(backward),))
+    return Prediction(
+        "serial",
+        1,
+        1,
+        1,
+        None,
+        profile.batch_s + compute,
+        compute,
+        0.0,
+        (0, profile.num_blocks),
+        (sum(forward) + sum(backward),),
+    )
 
 
-def predict_layerpar(profile: Profile, stages: int, replicas: int, link: Link,
-                     contention: float = 1.0) -> Prediction | None:
+def predict_layerpar(
+    profile: Profile, stages: int, replicas: int, link: Link, contention: float = 1.0
+) -> Prediction | None:
     if profile.method == "pipelined" and stages > 1:
         return predict_pipelined(profile, stages, replicas, link, contention)
     bounds = partition_bounds(profile, stages)
@@ -195,11 +190,15 @@ def predict_layerpar(profile: Profile, stages: int, replicas: int, link: Link,
         aux_bytes = aux.param_bytes
     else:
         aux_fwd, aux_bwd, aux_bytes = [0.0], [0.0], 0
-    elementwise = [profile.boundary_s_per_byte * boundary[k] if k < stages - 1 else 0.0 for k in range(stages)]
+    elementwise = [
+        profile.boundary_s_per_byte * boundary[k] if k < stages - 1 else 0.0 for k in range(stages)
+    ]
     stage_compute = [c * (aux_fwd[k] + fb[k] + 0.5 * elementwise[k]) for k in range(stages)]
     stage_sync = [link.allreduce(pbytes[k], replicas) for k in range(stages)]
-    local = [profile.batch_s + stage_compute[k] + stage_sync[k] + profile.sgd_s_per_byte * pbytes[k]
-             for k in range(stages)]
+    local = [
+        profile.batch_s + stage_compute[k] + stage_sync[k] + profile.sgd_s_per_byte * pbytes[k]
+        for k in range(stages)
+    ]
     ready = []
     for k in range(stages):
         if k == stages - 1:
@@ -214,15 +213,26 @@ def predict_layerpar(profile: Profile, stages: int, replicas: int, link: Link,
     if slowest < stages - 1 and local[slowest + 1] + link.p2p(boundary[slowest]) > local[slowest]:
         comm += link.p2p(boundary[slowest])
     stage_s = tuple(stage_compute[k] + c * (aux_bwd[k] + 0.5 * elementwise[k]) for k in range(stages))
-    return Prediction("layerpar", stages, replicas, stages * replicas, None, step,
-                      step - comm - profile.batch_s, comm, bounds, stage_s)
+    return Prediction(
+        "layerpar",
+        stages,
+        replicas,
+        stages * replicas,
+        None,
+        step,
+        step - comm - profile.batch_s,
+        comm,
+        bounds,
+        stage_s,
+    )
 
 
-def predict_pipelined(profile: Profile, stages: int, replicas: int, link: Link,
-                      contention: float = 1.0) -> Prediction | None:
+def predict_pipelined(
+    profile: Profile, stages: int, replicas: int, link: Link, contention: float = 1.0
+) -> Prediction | None:
     """The layerpar arm with the pipelined method (module docstring)."""
     bounds = partition_bounds(profile, stages)
-    micro = pipelined_micro_batches(stages, profile.accumulate)
+    micro = profile.accumulate if profile.accumulate is not None else default_micro_batches(stages)
     shard = profile.batch_size // replicas
     if bounds is None or shard < micro:
         return None
@@ -231,21 +241,42 @@ def predict_pipelined(profile: Profile, stages: int, replicas: int, link: Link,
     fb = [c * t for t in _stage_sums([f + b for f, b in zip(forward, backward)], bounds)]
     acts = profile.activation_bytes_at(shard / micro)
     boundary = [acts[b - 1] for b in bounds[1:-1]]
-    sends = [(link.p2p(boundary[k]) if k < stages - 1 else 0.0) + (link.p2p(boundary[k - 1]) if k > 0 else 0.0)
-             for k in range(stages)]
+    sends = [
+        (link.p2p(boundary[k]) if k < stages - 1 else 0.0) + (link.p2p(boundary[k - 1]) if k > 0 else 0.0)
+        for k in range(stages)
+    ]
     tick = [fb[k] + sends[k] for k in range(stages)]
     pbytes = _stage_sums([float(p) for p in profile.param_bytes], bounds)
     update = [link.allreduce(pbytes[k], replicas) + profile.sgd_s_per_byte * pbytes[k] for k in range(stages)]
-    slowest, slowest_update = max(range(stages), key=lambda k: tick[k]), max(range(stages), key=lambda k: update[k])
+    slowest, slowest_update = (
+        max(range(stages), key=lambda k: tick[k]),
+        max(range(stages), key=lambda k: update[k]),
+    )
     step = profile.batch_s + micro * tick[slowest] + update[slowest_update]
     sync = link.allreduce(pbytes[slowest_update], replicas)
     comm = micro * sends[slowest] + sync
-    return Prediction("layerpar", stages, replicas, stages * replicas, None, step,
-                      step - comm - profile.batch_s, comm, bounds, tuple(micro * t for t in fb))
+    return Prediction(
+        "layerpar",
+        stages,
+        replicas,
+        stages * replicas,
+        None,
+        step,
+        step - comm - profile.batch_s,
+        comm,
+        bounds,
+        tuple(micro * t for t in fb),
+    )
 
 
-def predict_ddp(profile: Profile, devices: int, link: Link, contention: float = 1.0,
-                stages: int | None = None, replicas: int | None = None) -> Prediction | None:
+def predict_ddp(
+    profile: Profile,
+    devices: int,
+    link: Link,
+    contention: float = 1.0,
+    stages: int | None = None,
+    replicas: int | None = None,
+) -> Prediction | None:
     """Data parallelism over ``devices`` (each takes B // devices samples, like ``BatchPlan``)."""
     batch = profile.batch_size // devices
     if batch < 1 or devices < 1:
@@ -254,12 +285,29 @@ def predict_ddp(profile: Profile, devices: int, link: Link, contention: float = 
     forward, backward = profile.block_times(batch)
     compute = c * (sum(forward) + sum(backward)) + profile.sgd_s_per_byte * sum(profile.param_bytes)
     comm = link.allreduce(sum(profile.param_bytes), devices)
-    return Prediction("ddp", stages or devices, replicas or 1, devices, None, profile.batch_s + compute + comm,
-                      compute, comm, (0, profile.num_blocks), (c * (sum(forward) + sum(backward)),))
+    return Prediction(
+        "ddp",
+        stages or devices,
+        replicas or 1,
+        devices,
+        None,
+        profile.batch_s + compute + comm,
+        compute,
+        comm,
+        (0, profile.num_blocks),
+        (c * (sum(forward) + sum(backward)),),
+    )
 
 
-def predict_pipeline(profile: Profile, stages: int, replicas: int, microbatches: int, link: Link,
-                     contention: float = 1.0, schedule: str = "gpipe") -> Prediction | None:
+def predict_pipeline(
+    profile: Profile,
+    stages: int,
+    replicas: int,
+    microbatches: int,
+    link: Link,
+    contention: float = 1.0,
+    schedule: str = "gpipe",
+) -> Prediction | None:
     bounds = partition_bounds(profile, stages)
     shard = profile.batch_size // replicas
     if bounds is None or shard < 1 or microbatches < 1 or shard < microbatches:
@@ -277,19 +325,15 @@ def predict_pipeline(profile: Profile, stages: int, replicas: int, microbatches:
     slowest = max(range(stages), key=lambda k: update[k])
     sync = link.allreduce(pbytes[slowest], replicas)
     step = profile.batch_s + compute_path + transfers + max(update)
-    return Prediction(schedule, stages, replicas, stages * replicas, microbatches, step,
-                      compute_path + update[slowest] - sync, transfers + sync, bounds, tuple(fb))
-
-
-def predict(arm: str, profile: Profile, stages: int = 1, replicas: int = 1, *, link: Link,
-            microbatches: int = 4, contention: float = 1.0) -> Prediction | None:
-    """Predicted step of ``arm`` on ``stages`` × ``replicas`` devices (None: cannot be laid out)."""
-    if arm == "serial":
-        return predict_serial(profile) if stages == 1 and replicas == 1 else None
-    if arm == "layerpar":
-        return predict_layerpar(profile, stages, replicas, link, contention)
-    if arm == "ddp":
-        return predict_ddp(profile, stages * replicas, link, contention, stages, replicas)
-    if arm in ("gpipe", "1f1b"):
-        return predict_pipeline(profile, stages, replicas, microbatches, link, contention, arm)
-    raise ConfigError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
+    return Prediction(
+        schedule,
+        stages,
+        replicas,
+        stages * replicas,
+        microbatches,
+        step,
+        compute_path + update[slowest] - sync,
+        transfers + sync,
+        bounds,
+        tuple(fb),
+    )

@@ -7,8 +7,8 @@ What we found about DeepSpeed 0.19.8 on CPU, and how this arm deals with it:
 - Cut points.  ``partition_method`` offers ``uniform``, ``parameters`` and ``type:<regex>`` (all
   balance some weight per layer), so arbitrary cut points cannot be forced over a flat list of
   same-typed blocks.  We hand ``PipelineModule`` one ``nn.Sequential`` of blocks per stage with
-  ``partition_method="uniform"``: K layers over K stages, i.e. exactly ``_bounds(config)``
-  (checked after construction).
+  ``partition_method="uniform"``: K layers over K stages, i.e. exactly
+  ``common.stage_bounds(config)`` (checked after construction).
 - Process group.  ``deepspeed.initialize`` wraps the process group the harness already made
   (``init_distributed`` short-circuits when torch.distributed is initialised); no new rendezvous.
   ``DS_ACCELERATOR=cpu`` is forced: the bench arms all run on CPU with one thread per worker.
@@ -17,7 +17,7 @@ What we found about DeepSpeed 0.19.8 on CPU, and how this arm deals with it:
   The op only creates ``/dev/shm/deepspeed_allreduce_buffer_*`` when LOCAL_SIZE is set; any this
   run's ranks left are deleted at the end.
 - Bytes.  DeepSpeed's pipeline p2p calls ``torch.distributed.send/recv`` (counted by
-  ``count_bytes``); once per step the last stage *broadcasts* its loss over the pipeline group,
+  ``common.count_bytes``); once per step the last stage *broadcasts* its loss over the pipeline group,
   which ``count_bytes`` does not see, so this arm counts broadcasts too (root: tensor size ×
   (group size − 1)).  DeepSpeed still all-reduces the gradients over its one-rank data-parallel
   group (no bytes: ``count_bytes`` charges an all-reduce by the size of its group).
@@ -43,7 +43,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from layerpar.bench.common import StepTimes, add_sent_bytes, batch_plan, broadcast_bounds, time_steps
 from layerpar.config import RunConfig
+from layerpar.errors import ConfigError
+from layerpar.parallel.optim import make_optimizer
+from layerpar.parallel.setup import build_model_for
 
 
 def _import_deepspeed() -> Any:
@@ -52,8 +56,6 @@ def _import_deepspeed() -> Any:
     try:
         import deepspeed
     except ImportError as error:
-        from layerpar.errors import ConfigError
-
         raise ConfigError(
             f"the deepspeed arm needs DeepSpeed ({error}): pip install deepspeed, or leave "
             "'deepspeed' out of --arms"
@@ -62,9 +64,7 @@ def _import_deepspeed() -> Any:
 
 
 def _count_broadcasts() -> None:
-    """Add broadcasts (sent by their root) to the bytes ``count_bytes`` counts; idempotent."""
-    from layerpar.bench import arms
-
+    """Add broadcasts (sent by their root) to the bytes ``common.count_bytes`` counts; idempotent."""
     pg_cls = type(dist.distributed_c10d._get_default_group())
     original = pg_cls.broadcast
     if getattr(original, "_layerpar_counted", False):
@@ -75,48 +75,44 @@ def _count_broadcasts() -> None:
         root = opts if isinstance(opts, int) else getattr(opts, "rootRank", None)  # two overloads
         if root == self.rank():
             for t in tensors if isinstance(tensors, (list, tuple)) else [tensors]:
-                arms._BYTES["sent"] += t.numel() * t.element_size() * (self.size() - 1)
+                add_sent_bytes(t.numel() * t.element_size() * (self.size() - 1))
         return original(self, tensors, *args, **kw)
 
     counted._layerpar_counted = True  # type: ignore[attr-defined]
-    pg_cls.broadcast = counted
+    pg_cls.broadcast = counted  # type: ignore[method-assign,assignment]  # patched on purpose
 
 
 def _remove_shm_buffers() -> None:
-    pattern = f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_" \
-              f"{os.environ.get('MASTER_PORT', '')}_{dist.get_rank()}"
+    pattern = (
+        f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+        f"{os.environ.get('MASTER_PORT', '')}_{dist.get_rank()}"
+    )
     for path in glob.glob(pattern):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
-def arm_deepspeed(config: RunConfig, warmup: int, steps: int, *, microbatches: int, **_: Any) -> tuple[list[float], int]:
-    from layerpar.bench.arms import _bounds, _plan, _timed
-    from layerpar.parallel.optim import make_optimizer
-    from layerpar.parallel.setup import build_model_for
-
+def arm_deepspeed(config: RunConfig, warmup: int, steps: int, *, microbatches: int, **_: Any) -> StepTimes:
+    """DeepSpeed's ``PipelineEngine.train_batch`` over ``microbatches`` (module docstring)."""
     deepspeed = _import_deepspeed()
     from deepspeed.pipe import PipelineModule
 
-    rank, world = dist.get_rank(), dist.get_world_size()
+    world = dist.get_world_size()
     batch = config.train.batch_size
     if batch % microbatches:
-        from layerpar.errors import ConfigError
-
-        raise ConfigError(f"the deepspeed arm needs batch_size={batch} divisible by --microbatches={microbatches}")
-    model, _, _ = build_model_for(config)
-    box = [_bounds(config) if rank == 0 else None]
-    dist.broadcast_object_list(box, src=0)
-    bounds = box[0]
+        raise ConfigError(
+            f"the deepspeed arm needs batch_size={batch} divisible by --microbatches={microbatches}"
+        )
+    model = build_model_for(config)[0]
+    bounds = broadcast_bounds(config)
     stages = [nn.Sequential(*model.blocks[a:b]) for a, b in itertools.pairwise(bounds)]
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed prints its set-up on rank 0
             # With torch.distributed initialised this wraps the existing group (and builds the op).
             deepspeed.init_distributed(dist_backend="gloo")
-            pipe = PipelineModule(layers=stages, num_stages=world, loss_fn=F.cross_entropy,
-                                  partition_method="uniform")
+            pipe = PipelineModule(
+                layers=stages, num_stages=world, loss_fn=F.cross_entropy, partition_method="uniform"
+            )
         if list(pipe.parts) != list(range(world + 1)):
             raise RuntimeError(f"DeepSpeed partitioned into {pipe.parts}, wanted one stage per layer")
         optimizer, scheduler = make_optimizer(pipe.parameters(), config.optim, warmup + steps)
@@ -131,16 +127,17 @@ def arm_deepspeed(config: RunConfig, warmup: int, steps: int, *, microbatches: i
             "bf16": {"enabled": False},
         }
         with contextlib.redirect_stdout(io.StringIO()):
-            engine, _, _, _ = deepspeed.initialize(model=pipe, optimizer=optimizer, lr_scheduler=scheduler,
-                                                   config=ds_config)
+            engine, _, _, _ = deepspeed.initialize(
+                model=pipe, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+            )
         _count_broadcasts()
         torch.set_num_threads(1)  # one device = one core, whatever DeepSpeed set up
-        plan = _plan(config)
+        plan = batch_plan(config)
 
         def step(i: int) -> None:
             x, y = plan.batch(i)
             engine.train_batch(iter(zip(x.chunk(microbatches), y.chunk(microbatches))))
 
-        return _timed(step, warmup, steps)
+        return time_steps(step, warmup, steps)
     finally:
         _remove_shm_buffers()

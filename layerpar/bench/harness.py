@@ -1,5 +1,10 @@
-"""``layerpar bench``: every arm on the same model, data, batch, seed and steps, on the same
-devices (one CPU core with one thread per worker, or one GPU), repeated and interleaved.
+"""``layerpar bench``: every arm of ``--arms`` on the same model, data, batch, seed and steps,
+repeated and interleaved.
+
+Every arm runs in worker processes on this machine's CPU: one process per device, one thread
+each (``torch.set_num_threads(1)``: a device is one CPU core, DESIGN.md §4), joined by gloo over
+loopback; ``serial-threads`` uses K threads of one process.  No arm here runs on a GPU; timing a
+GPU is ``layerpar bench --one-device --device cuda`` (``one_device.py``).
 
 Timing excludes evaluation and start-up; each step's time is the slowest rank's.  Results go to
 ``results/<name>/``: summary.json (one object per arm and K), table.md, speedup.png.
@@ -7,13 +12,10 @@ Timing excludes evaluation and start-up; each step's time is the slowest rank's.
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
 import os
 import resource
 import statistics
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -24,32 +26,39 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from layerpar.config import RunConfig, load_config, replace
-from layerpar.errors import ConfigError, WorkerError
+from layerpar.bench import registry
+from layerpar.bench.common import count_bytes, markdown_table, timing_config, write_summary
+from layerpar.bench.config import BenchConfig
+from layerpar.bench.registry import SERIAL
+from layerpar.config import RunConfig, replace
+from layerpar.errors import WorkerError
 from layerpar.launchers.env import contract, free_port
 from layerpar.parallel.run import environment
 
-PIPELINE_ARMS = ("gpipe", "1f1b", "deepspeed")
 
-ONE_PROCESS_ARMS = ("serial", "serial-threads")
-"""Arms that run in one process; serial-threads uses K threads of it (informational)."""
-
-IMPLEMENTED = ("serial", "layerpar", "ddp", "gpipe", "1f1b", "deepspeed", "serial-threads", "layerpar-minimal")
-
-
-def _worker(rank: int, world: int, port: int, arm: str, config: RunConfig, warmup: int, steps: int,
-            microbatches: int, results: Any) -> None:
+def _worker(
+    rank: int,
+    world: int,
+    port: int,
+    arm: str,
+    config: RunConfig,
+    warmup: int,
+    steps: int,
+    microbatches: int,
+    results: Any,
+) -> None:
     os.environ.update(contract("127.0.0.1", port, rank, world, rank))
     torch.set_num_threads(1)
     try:
-        from layerpar.bench.arms import ARM_FUNCTIONS, count_bytes
-
+        run = registry.get(arm).run
         dist.init_process_group("gloo", init_method="env://")
         try:
             count_bytes()
-            times, sent = ARM_FUNCTIONS[arm](config, warmup, steps, microbatches=microbatches)
+            times, sent = run(config, warmup, steps, microbatches=microbatches)
             gathered: list[Any] = [None] * world
-            dist.all_gather_object(gathered, (times, sent, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+            dist.all_gather_object(
+                gathered, (times, sent, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+            )
         finally:
             dist.barrier()
             dist.destroy_process_group()
@@ -59,12 +68,20 @@ def _worker(rank: int, world: int, port: int, arm: str, config: RunConfig, warmu
         results.put(("error", f"rank {rank}: {error!r}\n{traceback.format_exc()}"))
 
 
-def run_arm(arm: str, devices: int, config: RunConfig, warmup: int, steps: int, microbatches: int) -> dict[str, Any]:
+def run_arm(
+    arm: str, devices: int, config: RunConfig, warmup: int, steps: int, microbatches: int
+) -> dict[str, Any]:
+    """Run ``arm`` in ``devices`` worker processes (CPU, one thread each, gloo); per-step times
+    (the slowest rank's), bytes sent per step (all ranks) and peak memory per worker."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_worker, args=(r, devices, port, arm, config, warmup, steps, microbatches, results))
-             for r in range(devices)]
+    procs = [
+        ctx.Process(
+            target=_worker, args=(r, devices, port, arm, config, warmup, steps, microbatches, results)
+        )
+        for r in range(devices)
+    ]
     for proc in procs:
         proc.start()
     try:
@@ -85,66 +102,57 @@ def run_arm(arm: str, devices: int, config: RunConfig, warmup: int, steps: int, 
     }
 
 
-def run_bench(args: argparse.Namespace) -> Path:
+def run_bench(bench: BenchConfig) -> Path:
     """Run every arm; returns the results folder (summary.json, table.md, plots)."""
-    config = load_config(args.config, args.overrides)
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in arms if a not in IMPLEMENTED]
-    if unknown:
-        raise ConfigError(f"arms {unknown} are not implemented in this version; available: {', '.join(IMPLEMENTED)}")
-    stage_counts = [int(k) for k in args.stages.split(",")]
-    train_config = config
-    needed = (args.warmup_steps + args.steps) * config.train.batch_size
+    train_config = bench.run_config()
     # Step timing needs only the batches it times (train_limit never grows past the preset's).
-    limit = min(needed, config.data.train_limit or needed)
-    config = replace(config, data={"train_limit": max(limit, config.train.batch_size)})
-    name = args.name or time.strftime(f"bench-{config.model.name}-{config.data.dataset}-%Y%m%d-%H%M%S")
-    out = Path(args.out) / name
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [(arm, 1 if arm == "serial" else k) for arm in arms for k in ([1] if arm == "serial" else stage_counts)]
+    config = timing_config(train_config, bench.warmup_steps, bench.steps)
+    out = bench.out_dir(f"bench-{config.model.name}-{config.data.dataset}-%Y%m%d-%H%M%S")
+    jobs = [(arm, k) for arm in bench.arms for k in registry.ARMS[arm].device_counts(bench.stages)]
     raw: dict[tuple[str, int], list[dict[str, Any]]] = {job: [] for job in jobs}
-    bar = tqdm(total=len(jobs) * args.repeats, desc="bench", unit="run")
-    for repeat in range(args.repeats):
+    bar = tqdm(total=len(jobs) * bench.repeats, desc="bench", unit="run")
+    for repeat in range(bench.repeats):
         # Interleave arms and rotate their order, so drift in machine speed hits every arm alike.
-        order = jobs[repeat % len(jobs):] + jobs[: repeat % len(jobs)]
+        order = jobs[repeat % len(jobs) :] + jobs[: repeat % len(jobs)]
         for arm, devices in order:
             k_config = replace(config, parallel={"stages": max(devices, 1)})
-            processes = 1 if arm in ONE_PROCESS_ARMS else devices
-            raw[(arm, devices)].append(run_arm(arm, processes, k_config, args.warmup_steps, args.steps, args.microbatches))
+            processes = registry.ARMS[arm].processes(devices)
+            result = run_arm(arm, processes, k_config, bench.warmup_steps, bench.steps, bench.microbatches)
+            raw[(arm, devices)].append(result)
             bar.update(1)
     bar.close()
-    summary = [_summarise(arm, devices, runs, config, args) for (arm, devices), runs in raw.items()]
-    if args.train:
-        _train_arms(summary, train_config, out, args)
-    _write(out, summary, args)
+    summary = [_summarise(arm, devices, runs, config, bench) for (arm, devices), runs in raw.items()]
+    if bench.train:
+        _train_arms(summary, train_config, out, bench)
+    _write(out, summary, bench)
     return out
 
 
-TRAINED_ARMS = ("serial", "layerpar", "layerpar-penalty", "layerpar-al")
-
-
-def _train_arms(summary: list[dict[str, Any]], config: RunConfig, out: Path, args: argparse.Namespace) -> None:
-    """Train serial and layer-parallel arms to the end; fill accuracy and time-to-target."""
+def _train_arms(summary: list[dict[str, Any]], config: RunConfig, out: Path, bench: BenchConfig) -> None:
+    """Train the arms with a ``train_mode`` to the end; fill accuracy and time-to-target."""
     from layerpar.bench.accuracy import plot_accuracy, time_to_target, train_arm
 
-    rows = [r for r in summary if r["arm"] in TRAINED_ARMS]
+    rows = [r for r in summary if registry.ARMS[r["arm"]].train_mode is not None]
     curves: dict[str, list[dict[str, Any]]] = {}
-    for row in tqdm(sorted(rows, key=lambda r: r["arm"] != "serial"), desc="train arms", unit="run"):
-        record = train_arm(row["arm"], row["devices"], config, out, args.eval_every_steps)
+    for row in tqdm(sorted(rows, key=lambda r: r["arm"] != SERIAL), desc="train arms", unit="run"):
+        record = train_arm(row["arm"], row["devices"], config, out, bench.eval_every_steps)
         row["final_test_acc"] = record["final_test_acc"]
         row["train_time_s"] = record["train_time_s"]
         row["epochs_log"] = record["epochs_log"]
         curves[f"{row['arm']} K={row['devices']}"] = record["epochs_log"]
-    serial = next((r for r in rows if r["arm"] == "serial"), None)
-    target = args.target if args.target is not None else (
-        serial["final_test_acc"] - 0.005 if serial is not None else None)
+    serial = next((r for r in rows if r["arm"] == SERIAL), None)
+    target = bench.target
+    if target is None and serial is not None:
+        target = serial["final_test_acc"] - 0.005
     for row in rows:
         row["target_acc"] = target
         row["time_to_target_s"] = time_to_target(row["epochs_log"], target) if target is not None else None
     plot_accuracy(out, curves, target)
 
 
-def _summarise(arm: str, devices: int, runs: list[dict[str, Any]], config: RunConfig, args: argparse.Namespace) -> dict[str, Any]:
+def _summarise(
+    arm: str, devices: int, runs: list[dict[str, Any]], config: RunConfig, bench: BenchConfig
+) -> dict[str, Any]:
     medians = [statistics.median(r["step_times"]) for r in runs]
     median = statistics.median(medians)
     return {
@@ -159,52 +167,59 @@ def _summarise(arm: str, devices: int, runs: list[dict[str, Any]], config: RunCo
         "time_to_target_s": None,
         "peak_mem_mb": max(r["peak_mem_mb"] for r in runs),
         "bytes_per_step": statistics.median(r["bytes_per_step"] for r in runs),
-        "microbatches": args.microbatches if arm in PIPELINE_ARMS else None,
-        "steps": args.steps,
-        "warmup_steps": args.warmup_steps,
+        "microbatches": bench.microbatches if registry.ARMS[arm].microbatches else None,
+        "steps": bench.steps,
+        "warmup_steps": bench.warmup_steps,
         "config": config.to_dict(),
         **environment(),
     }
 
 
-def command_line(args: argparse.Namespace) -> str:
-    """The command that reproduces this run (written with every result)."""
-    parts = ["layerpar bench"]
-    for key in ("config", "arms", "stages", "repeats", "steps", "warmup_steps", "microbatches", "target",
-                "eval_every_steps"):
-        value = getattr(args, key, None)
-        if value is not None:
-            parts.append(f"--{key.replace('_', '-')} {value}")
-    parts += [f"--set {o}" for o in args.overrides]
-    if args.train:
-        parts.append("--train")
-    if getattr(args, "one_device", False):
-        parts.append(f"--one-device --device {args.device}")
-    if getattr(args, "predict", False):
-        parts.append(f"--predict --max-stages {args.max_stages} --link {args.link}")
-    return " ".join(parts)
+CONSOLE_COLUMNS = {
+    "arm": "arm",
+    "K": "devices",
+    "step s": "step time (s, median)",
+    "samples/s": "samples/s",
+    "vs serial": "speedup vs serial",
+    "vs pipeline": "speedup vs best pipeline (same K)",
+    "bytes/step": "bytes/step",
+    "test acc": "final test acc",
+    "to target s": "time to target (s)",
+}
+"""The console table: short names of some of table.md's columns."""
 
 
-def _write(out: Path, summary: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    command = command_line(args)
-    (out / "summary.json").write_text(json.dumps({"command": command, "results": summary}, indent=2) + "\n")
-    serial = next((r["step_time_s_median"] for r in summary if r["arm"] == "serial"), None)
-    lines = [f"Command: `{command}`", "",
-             "| arm | devices | step time (s, median) | spread | samples/s | speedup vs serial | speedup vs best pipeline (same K) | bytes/step | peak mem/worker (MB) | final test acc | time to target (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+def _write(out: Path, summary: list[dict[str, Any]], bench: BenchConfig) -> None:
+    command = bench.command_line()
+    write_summary(out, command, summary)
+    serial = next((r["step_time_s_median"] for r in summary if r["arm"] == SERIAL), None)
     table = Table(title="layerpar bench")
-    for column in ("arm", "K", "step s", "samples/s", "vs serial", "vs pipeline", "bytes/step", "test acc", "to target s"):
+    for column in CONSOLE_COLUMNS:
         table.add_column(column)
+    rows = []
     for r in summary:
-        pipes = [p["step_time_s_median"] for p in summary if p["arm"] in PIPELINE_ARMS and p["devices"] == r["devices"]]
-        vs_serial = f"{serial / r['step_time_s_median']:.2f}x" if serial else "-"
-        vs_pipe = f"{min(pipes) / r['step_time_s_median']:.2f}x" if pipes else "-"
-        lines.append(f"| {r['arm']} | {r['devices']} | {r['step_time_s_median']:.4f} | {r['step_time_s_spread']:.4f} | "
-                     f"{r['samples_per_s']:.0f} | {vs_serial} | {vs_pipe} | {r['bytes_per_step']:,.0f} | {r['peak_mem_mb']:.0f} | "
-                     f"{_fmt(r.get('final_test_acc'), '.4f')} | {_time_to_target_cell(r)} |")
-        table.add_row(r["arm"], str(r["devices"]), f"{r['step_time_s_median']:.4f}", f"{r['samples_per_s']:.0f}",
-                      vs_serial, vs_pipe, f"{r['bytes_per_step']:,.0f}", _fmt(r.get("final_test_acc"), ".4f"),
-                      _time_to_target_cell(r))
+        step = r["step_time_s_median"]
+        pipes = [
+            p["step_time_s_median"]
+            for p in summary
+            if registry.ARMS[p["arm"]].microbatches and p["devices"] == r["devices"]
+        ]
+        cells = {  # table.md's columns
+            "arm": r["arm"],
+            "devices": str(r["devices"]),
+            "step time (s, median)": f"{step:.4f}",
+            "spread": f"{r['step_time_s_spread']:.4f}",
+            "samples/s": f"{r['samples_per_s']:.0f}",
+            "speedup vs serial": f"{serial / step:.2f}x" if serial else "-",
+            "speedup vs best pipeline (same K)": f"{min(pipes) / step:.2f}x" if pipes else "-",
+            "bytes/step": f"{r['bytes_per_step']:,.0f}",
+            "peak mem/worker (MB)": f"{r['peak_mem_mb']:.0f}",
+            "final test acc": _fmt(r.get("final_test_acc"), ".4f"),
+            "time to target (s)": _time_to_target_cell(r),
+        }
+        rows.append(cells)
+        table.add_row(*(cells[name] for name in CONSOLE_COLUMNS.values()))
+    lines = [f"Command: `{command}`", "", *markdown_table(list(rows[0]), [list(c.values()) for c in rows])]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     console = Console()
     (console if console.is_terminal else Console(width=160)).print(table)
@@ -232,7 +247,7 @@ def _plot(out: Path, summary: list[dict[str, Any]], serial: float | None) -> Non
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for arm in sorted({r["arm"] for r in summary} - {"serial"}):
+    for arm in sorted({r["arm"] for r in summary} - {SERIAL}):
         points = sorted((r["devices"], serial / r["step_time_s_median"]) for r in summary if r["arm"] == arm)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=arm)
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="serial")

@@ -17,26 +17,27 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from layerpar.bench.common import StepTimes, batch_plan, broadcast_bounds, time_steps
 from layerpar.config import RunConfig
+from layerpar.errors import ConfigError
+from layerpar.parallel.optim import make_aux_optimizer, make_optimizer
+from layerpar.parallel.setup import build_setup
 
 
 def build_step(config: RunConfig, total_steps: int) -> tuple[Callable[[int], None], nn.Module, nn.Module]:
     """This rank's training step ``step(i)``, its module and its AuxNet replica."""
-    from layerpar.bench.arms import _bounds, _plan
-    from layerpar.errors import ConfigError
-    from layerpar.parallel.optim import make_aux_optimizer, make_optimizer
-    from layerpar.parallel.setup import build_setup
-
     rank, world = dist.get_rank(), dist.get_world_size()
     if world < 2 or config.parallel.stages != world:
-        raise ConfigError(f"layerpar-minimal needs K >= 2 processes and parallel.stages = K "
-                          f"(got K={world}, stages={config.parallel.stages})")
+        raise ConfigError(
+            f"layerpar-minimal needs K >= 2 processes and parallel.stages = K "
+            f"(got K={world}, stages={config.parallel.stages})"
+        )
     if config.layerpar.method in ("delayed", "pipelined"):
-        raise ConfigError("layerpar-minimal writes out the penalty/AL step only; bench it with "
-                          "--set layerpar.method=al (or penalty), or drop the layerpar-minimal arm")
-    box = [_bounds(config) if rank == 0 else None]
-    dist.broadcast_object_list(box, src=0)
-    setup = build_setup(config, torch.device("cpu"), tuple(box[0]))
+        raise ConfigError(
+            "layerpar-minimal writes out the penalty/AL step only; bench it with "
+            "--set layerpar.method=al (or penalty), or drop the layerpar-minimal arm"
+        )
+    setup = build_setup(config, torch.device("cpu"), broadcast_bounds(config))
     module, aux = setup.partition.stages[rank], setup.aux
     assert aux is not None
     optimizer, scheduler = make_optimizer(module.parameters(), config.optim, total_steps)
@@ -45,7 +46,7 @@ def build_step(config: RunConfig, total_steps: int) -> tuple[Callable[[int], Non
     first, last = rank == 0, rank == world - 1
     beta, clip, gamma = config.layerpar.beta, config.layerpar.al_step_clip, config.layerpar.gamma
     al = config.layerpar.method == "al"
-    plan = _plan(config)
+    plan = batch_plan(config)
 
     def step(i: int) -> None:
         x, y = plan.batch(i)
@@ -70,7 +71,10 @@ def build_step(config: RunConfig, total_steps: int) -> tuple[Callable[[int], Non
         # 5. Update this module at once.  6. Send the per-sample input adjoint back.
         optimizer.step()
         scheduler.step()
-        send = None if first else dist.isend((u.grad * batch).contiguous(), rank - 1)
+        send = None
+        if not first:
+            assert u.grad is not None
+            send = dist.isend((u.grad * batch).contiguous(), rank - 1)
         # 7-8. With the next module's adjoint v: λ⁺ = h + (m − v)/β, μ⁺ = v; AuxNet loss at k.
         aux_optimizer.zero_grad(set_to_none=True)
         if not last:
@@ -84,7 +88,9 @@ def build_step(config: RunConfig, total_steps: int) -> tuple[Callable[[int], Non
                 aux_loss = aux_loss + gamma * ((m - v).pow(2).sum() / batch)
             aux_loss.backward()
         # All-reduce the AuxNet gradients in one flat bucket (sum over boundaries), then step.
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+        flat = torch.cat(
+            [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+        )
         dist.all_reduce(flat)
         offset = 0
         for p in params:
@@ -97,8 +103,6 @@ def build_step(config: RunConfig, total_steps: int) -> tuple[Callable[[int], Non
     return step, module, aux
 
 
-def arm_layerpar_minimal(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[list[float], int]:
-    from layerpar.bench.arms import _timed
-
-    step, _, _ = build_step(config, warmup + steps)
-    return _timed(step, warmup, steps)
+def arm_layerpar_minimal(config: RunConfig, warmup: int, steps: int, **_: Any) -> StepTimes:
+    """The ``layerpar-minimal`` arm: ``build_step``'s step, timed."""
+    return time_steps(build_step(config, warmup + steps)[0], warmup, steps)

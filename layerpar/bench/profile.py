@@ -26,19 +26,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing as mp
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from layerpar.bench.common import describe_device, synchronizer
 from layerpar.config import RunConfig
+from layerpar.parallel.partition import balanced_bounds
+
+if TYPE_CHECKING:
+    from layerpar.auxnet.network import AuxNet
+    from layerpar.models.backbone import Backbone
 
 # --------------------------------------------------------------------------------------------
 # The profile
@@ -184,8 +189,14 @@ class Profile:
             BlockTimes(t["batch"], tuple(t["forward_s"]), tuple(t["backward_s"])) for t in data["timings"]
         )
         data["aux"] = tuple(
-            AuxTimes(a["stages"], a["batch"], tuple(a["bounds"]), tuple(a["prefix_forward_s"]),
-                     tuple(a["prefix_backward_s"]), a["param_bytes"])
+            AuxTimes(
+                a["stages"],
+                a["batch"],
+                tuple(a["bounds"]),
+                tuple(a["prefix_forward_s"]),
+                tuple(a["prefix_backward_s"]),
+                a["param_bytes"],
+            )
             for a in data["aux"]
         )
         for key in ("input_shape", "block_names", "param_bytes", "param_counts", "activation_bytes"):
@@ -212,11 +223,30 @@ def _monotone(points: list[BlockTimes]) -> list[BlockTimes]:
     return out[::-1]
 
 
+def partition_costs(profile: Profile) -> list[float]:
+    """Per-block costs under the profile's balance rule (what the runtime's ``split`` uses)."""
+    if profile.balance == "blocks":
+        return [1.0] * profile.num_blocks
+    if profile.balance == "params":
+        return [float(c) + 1.0 for c in profile.param_counts]
+    forward, backward = profile.block_times(min(profile.batch_size, 64))
+    return [f + b for f, b in zip(forward, backward)]
+
+
+def partition_bounds(profile: Profile, stages: int) -> tuple[int, ...] | None:
+    """Cut points for K = ``stages`` (None when K exceeds the number of blocks)."""
+    if stages < 1 or stages > profile.num_blocks:
+        return None
+    return tuple(balanced_bounds(partition_costs(profile), stages))
+
+
 # --------------------------------------------------------------------------------------------
 # Measuring
 
 
-def default_batch_sizes(batch: int, microbatches: Iterable[int] = (), replicas: Iterable[int] = (1,)) -> list[int]:
+def default_batch_sizes(
+    batch: int, microbatches: Iterable[int] = (), replicas: Iterable[int] = (1,)
+) -> list[int]:
     """The global batch, halvings of it down to 2, every replica shard and its micro-batches."""
     sizes = {batch}
     size = batch
@@ -255,7 +285,6 @@ def measure_profile(
         contention: also run ``measure_contention`` (CPU only; spawns one process, ~10 s).
     """
     from layerpar.auxnet import boundary_shapes, build_auxnet
-    from layerpar.bench.costmodel import partition_bounds
     from layerpar.parallel.setup import build_model_for, torch_dtype
 
     device = torch.device(device)
@@ -274,7 +303,8 @@ def measure_profile(
             batch_sizes = default_batch_sizes(batch, microbatches, replicas)
         sizes = sorted(set(batch_sizes))
         sync = synchronizer(device)
-        timings, out_shapes = [], []
+        timings: list[BlockTimes] = []
+        out_shapes: list[tuple[int, ...]] = []
         for size in sizes:
             torch.manual_seed(size)
             x = torch.randn(size, *input_shape, device=device, dtype=dtype)
@@ -300,7 +330,9 @@ def measure_profile(
             aux=(),
             sgd_s_per_byte=_sgd_s_per_byte(model, config, repeats, sync),
             adam_s_per_byte=0.0,
-            boundary_s_per_byte=_boundary_s_per_byte(out_shapes[0], batch, config, device, dtype, repeats, sync),
+            boundary_s_per_byte=_boundary_s_per_byte(
+                out_shapes[0], batch, config, device, dtype, repeats, sync
+            ),
             batch_s=_batch_seconds(config, input_shape, repeats),
             repeats=repeats,
             torch_version=torch.__version__,
@@ -325,19 +357,27 @@ def measure_profile(
             shapes = boundary_shapes(parts, torch.zeros(2, *input_shape, device=device, dtype=dtype))
             # As parallel/setup.build_setup builds it.  (Label FiLM of the multiplier heads, if
             # configured, counts in the parameter bytes; its tiny elementwise cost is not timed.)
-            aux = build_auxnet(
-                tuple(input_shape), shapes, width=config.aux.width, blocks_per_stage=config.aux.blocks_per_stage,
-                multiplier_heads=config.aux.multiplier_heads and config.layerpar.method == "al",
-                label_classes=num_classes if config.aux.label_conditioned_multipliers else None,
-            ).to(device=device, dtype=dtype).train()
+            aux = (
+                build_auxnet(
+                    tuple(input_shape),
+                    shapes,
+                    width=config.aux.width,
+                    blocks_per_stage=config.aux.blocks_per_stage,
+                    multiplier_heads=config.aux.multiplier_heads and config.layerpar.method == "al",
+                    label_classes=num_classes if config.aux.label_conditioned_multipliers else None,
+                )
+                .to(device=device, dtype=dtype)
+                .train()
+            )
             aux_bytes = sum(p.numel() for p in aux.parameters()) * element
             if adam is None:
                 adam = _step_s_per_byte(aux, make_adam, repeats, sync)
             for r in replicas:
                 shard = batch // r
                 if shard >= 1:
-                    fwd, bwd = _aux_prefix_times(aux, shard, tuple(input_shape), device, dtype, repeats, sync,
-                                                 memo)
+                    fwd, bwd = _aux_prefix_times(
+                        aux, shard, tuple(input_shape), device, dtype, repeats, sync, memo
+                    )
                     aux_rows.append(AuxTimes(k, shard, tuple(bounds), fwd, bwd, aux_bytes))
         if adam is None:
             adam = _step_s_per_byte(model, make_adam, repeats, sync)
@@ -348,36 +388,19 @@ def measure_profile(
         torch.set_rng_state(rng_state)
     if contention and device.type == "cpu":
         profile = dataclasses.replace(
-            profile, contention=measure_contention(config, repeats=repeats, bounds=partition_bounds(profile, 2)))
+            profile,
+            contention=measure_contention(config, repeats=repeats, bounds=partition_bounds(profile, 2)),
+        )
     return profile
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {cpu}, 1 thread"
-
-
-def synchronizer(device: torch.device) -> Callable[[], None]:
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
 
 
 def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def _fwd_bwd(module: nn.Module, x: torch.Tensor, needs_grad: bool, repeats: int,
-             sync: Callable[[], None]) -> tuple[float, float, torch.Tensor]:
+def _fwd_bwd(
+    module: nn.Module, x: torch.Tensor, needs_grad: bool, repeats: int, sync: Callable[[], None]
+) -> tuple[float, float, torch.Tensor]:
     """Median forward and backward seconds of ``module`` on ``x`` (after one warm-up pass).
 
     Backward starts from the saved output with a ones gradient; the input carries a gradient
@@ -402,8 +425,9 @@ def _fwd_bwd(module: nn.Module, x: torch.Tensor, needs_grad: bool, repeats: int,
     return _median(forward), _median(backward), out.detach()
 
 
-def _chain_times(blocks: list[nn.Module], x: torch.Tensor, repeats: int,
-                 sync: Callable[[], None]) -> tuple[list[float], list[float], list[tuple[int, ...]]]:
+def _chain_times(
+    blocks: list[nn.Module], x: torch.Tensor, repeats: int, sync: Callable[[], None]
+) -> tuple[list[float], list[float], list[tuple[int, ...]]]:
     forward, backward, shapes = [], [], []
     for index, block in enumerate(blocks):
         f, b, x = _fwd_bwd(block, x, index > 0, repeats, sync)
@@ -417,9 +441,16 @@ _Timed = tuple[float, float, tuple[int, ...]]
 """(forward seconds, backward seconds, output shape) of one AuxNet component."""
 
 
-def _aux_prefix_times(aux: nn.Module, batch: int, input_shape: tuple[int, ...], device: torch.device,
-                      dtype: torch.dtype, repeats: int, sync: Callable[[], None],
-                      memo: dict[Any, _Timed]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _aux_prefix_times(
+    aux: AuxNet,
+    batch: int,
+    input_shape: tuple[int, ...],
+    device: torch.device,
+    dtype: torch.dtype,
+    repeats: int,
+    sync: Callable[[], None],
+    memo: dict[Any, _Timed],
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per boundary j: forward of ``aux(x, upto=j)`` and backward of a loss on boundary j.
 
     Timed component by component (stem, trunk blocks, adapters, heads); a component with the
@@ -428,7 +459,14 @@ def _aux_prefix_times(aux: nn.Module, batch: int, input_shape: tuple[int, ...], 
     """
 
     def timed(module: nn.Module, x_shape: tuple[int, ...], needs_grad: bool) -> _Timed:
-        key = (repr(module), repr(getattr(module, "shape", None)), x_shape, needs_grad, str(device), str(dtype))
+        key = (
+            repr(module),
+            repr(getattr(module, "shape", None)),
+            x_shape,
+            needs_grad,
+            str(device),
+            str(dtype),
+        )
         if key not in memo:
             x = torch.randn(x_shape, device=device, dtype=dtype)
             f, b, out = _fwd_bwd(module, x, needs_grad, repeats, sync)
@@ -452,8 +490,12 @@ def _aux_prefix_times(aux: nn.Module, batch: int, input_shape: tuple[int, ...], 
     return tuple(prefix_f), tuple(prefix_b)
 
 
-def _step_s_per_byte(module: nn.Module, make: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
-                     repeats: int, sync: Callable[[], None]) -> float:
+def _step_s_per_byte(
+    module: nn.Module,
+    make: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+    repeats: int,
+    sync: Callable[[], None],
+) -> float:
     """Median optimiser step seconds over ``module``'s parameter bytes (parameters restored)."""
     params = [p for p in module.parameters() if p.requires_grad]
     nbytes = sum(p.numel() * p.element_size() for p in params)
@@ -484,8 +526,15 @@ def _sgd_s_per_byte(model: nn.Module, config: RunConfig, repeats: int, sync: Cal
     return _step_s_per_byte(model, lambda params: make_optimizer(params, config.optim, 100)[0], repeats, sync)
 
 
-def _boundary_s_per_byte(shape: tuple[int, ...], batch: int, config: RunConfig, device: torch.device,
-                         dtype: torch.dtype, repeats: int, sync: Callable[[], None]) -> float:
+def _boundary_s_per_byte(
+    shape: tuple[int, ...],
+    batch: int,
+    config: RunConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    repeats: int,
+    sync: Callable[[], None],
+) -> float:
     """Elementwise work at a boundary (DESIGN.md §2 steps 3, 4, 7, 8) per activation byte."""
     from layerpar.auxnet import aux_loss
     from layerpar.parallel.local_loss import al_targets, local_loss
@@ -502,6 +551,7 @@ def _boundary_s_per_byte(shape: tuple[int, ...], batch: int, config: RunConfig, 
         start = time.perf_counter()
         loss = local_loss(h, state, None, beta)
         loss.backward()
+        assert h.grad is not None
         adjoint = h.grad * batch  # stands in for u.grad * B
         target, _ = al_targets(h.detach(), None, adjoint + u, beta)
         aux_loss(prediction, None, target, None, config.layerpar.gamma).backward()
@@ -519,8 +569,9 @@ def _batch_seconds(config: RunConfig, input_shape: Sequence[int], repeats: int) 
     batch = config.train.batch_size
     n = 4 * batch
     generator = torch.Generator().manual_seed(0)
-    data = ArrayDataset(torch.randn(n, *input_shape, generator=generator),
-                        torch.zeros(n, dtype=torch.int64), 10)
+    data = ArrayDataset(
+        torch.randn(n, *input_shape, generator=generator), torch.zeros(n, dtype=torch.int64), 10
+    )
     plan = BatchPlan(data, batch, config.train.seed, crop_pad=config.data.crop_pad, flip=config.data.flip)
     times = []
     for step in range(repeats + 1):
@@ -535,8 +586,14 @@ def _batch_seconds(config: RunConfig, input_shape: Sequence[int], repeats: int) 
 # Contention: one stage alone versus with the other stage running in a second process
 
 
-def measure_contention(config: RunConfig, *, repeats: int = 5, rounds: int = 3,
-                       bounds: Sequence[int] | None = None, timeout_s: float = 120.0) -> float:
+def measure_contention(
+    config: RunConfig,
+    *,
+    repeats: int = 5,
+    rounds: int = 3,
+    bounds: Sequence[int] | None = None,
+    timeout_s: float = 120.0,
+) -> float:
     """Slowdown factor (≥ ~1) of a single-thread K = 2 stage when the other stage runs at once.
 
     Stage 0 of a K = 2 cut (``bounds``, default: the config's balance rule on a quick profile)
@@ -546,8 +603,6 @@ def measure_contention(config: RunConfig, *, repeats: int = 5, rounds: int = 3,
     this machine at this moment.  CPU only.  Call it from code under ``if __name__ ==
     "__main__":`` (it spawns a process).
     """
-    from layerpar.bench.costmodel import partition_bounds
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -577,8 +632,9 @@ def measure_contention(config: RunConfig, *, repeats: int = 5, rounds: int = 3,
 
         ctx = mp.get_context("spawn")
         ready, run, busy, idle, stop = (ctx.Event() for _ in range(5))
-        proc = ctx.Process(target=_contention_load, args=(config, tuple(bounds), ready, run, busy, idle, stop),
-                           daemon=True)
+        proc = ctx.Process(
+            target=_contention_load, args=(config, tuple(bounds), ready, run, busy, idle, stop), daemon=True
+        )
         proc.start()
         alone: list[float] = []
         together: list[float] = []
@@ -616,22 +672,35 @@ def _wait(event: Any, proc: Any, timeout_s: float) -> None:
             )
 
 
-def _quick_profile(model: nn.Module, x: torch.Tensor) -> Profile:
+def _quick_profile(model: Backbone, x: torch.Tensor) -> Profile:
     """A one-batch profile, enough to cut the model for ``measure_contention``."""
     forward, backward, _ = _chain_times(list(model.blocks), x, 1, lambda: None)
     counts = tuple(sum(p.numel() for p in b.parameters()) for b in model.blocks)
     return Profile(
-        model="", dataset="", input_shape=tuple(x.shape[1:]), batch_size=x.shape[0], balance="time",
-        device="", threads=1, dtype="float32", block_names=tuple("" for _ in counts),
-        param_bytes=tuple(4 * c for c in counts), param_counts=counts,
+        model="",
+        dataset="",
+        input_shape=tuple(x.shape[1:]),
+        batch_size=x.shape[0],
+        balance="time",
+        device="",
+        threads=1,
+        dtype="float32",
+        block_names=tuple("" for _ in counts),
+        param_bytes=tuple(4 * c for c in counts),
+        param_counts=counts,
         activation_bytes=tuple(0 for _ in counts),
-        timings=(BlockTimes(x.shape[0], tuple(forward), tuple(backward)),), aux=(),
-        sgd_s_per_byte=0.0, adam_s_per_byte=0.0, boundary_s_per_byte=0.0, batch_s=0.0,
+        timings=(BlockTimes(x.shape[0], tuple(forward), tuple(backward)),),
+        aux=(),
+        sgd_s_per_byte=0.0,
+        adam_s_per_byte=0.0,
+        boundary_s_per_byte=0.0,
+        batch_s=0.0,
     )
 
 
-def _contention_load(config: RunConfig, bounds: tuple[int, ...], ready: Any, run: Any, busy: Any,
-                     idle: Any, stop: Any) -> None:
+def _contention_load(
+    config: RunConfig, bounds: tuple[int, ...], ready: Any, run: Any, busy: Any, idle: Any, stop: Any
+) -> None:
     """Second process of ``measure_contention``: stage 1 forward+backward in a loop while ``run``
     is set (``busy`` after each step), idle otherwise (``idle``), until ``stop``."""
     from layerpar.parallel.setup import build_model_for

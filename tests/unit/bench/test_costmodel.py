@@ -10,15 +10,13 @@ from layerpar.bench.costmodel import (
     LINKS,
     Link,
     get_link,
-    partition_bounds,
-    partition_costs,
-    predict,
     predict_ddp,
     predict_layerpar,
     predict_pipeline,
     predict_serial,
 )
-from layerpar.bench.profile import AuxTimes, BlockTimes, Profile
+from layerpar.bench.predict import predict
+from layerpar.bench.profile import AuxTimes, BlockTimes, Profile, partition_bounds, partition_costs
 from layerpar.errors import ConfigError
 from layerpar.parallel.partition import balanced_bounds
 from tests.unit.bench.fakes import hand_profile

@@ -7,12 +7,14 @@ import json
 import pytest
 import torch
 
-from layerpar.bench.costmodel import get_link, partition_bounds, predict
+from layerpar.bench.costmodel import get_link
+from layerpar.bench.predict import predict
 from layerpar.bench.profile import (
     Profile,
     default_batch_sizes,
     measure_contention,
     measure_profile,
+    partition_bounds,
 )
 from layerpar.config import load_config, replace
 from layerpar.parallel.partition import split

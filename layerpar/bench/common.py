@@ -1,0 +1,187 @@
+"""What the bench arms and reports share: byte counting, an arm's batches and cut points, the
+timing loop, the timing-sized config, devices, and ``summary.json``.
+
+Imports nothing else from ``layerpar.bench`` (every arm module and report imports this one).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from layerpar.config import RunConfig, replace
+from layerpar.data import load_dataset
+from layerpar.errors import ConfigError
+from layerpar.parallel.batches import BatchPlan
+
+StepTimes = tuple[list[float], int]
+"""What an arm returns on each rank: its per-step wall seconds and the bytes it sent per step."""
+
+# --------------------------------------------------------------------------------------------
+# Bytes sent, counted in this process
+
+_SENT = {"bytes": 0}
+
+
+def count_bytes() -> None:
+    """Count every payload this process hands to a process group (send, all-reduce).
+
+    torch.distributed's Python functions and pipelining call these methods; DDP's reducer calls
+    C++ directly, so ``arm_ddp`` routes its buckets through a Python communication hook.  An
+    all-reduce is charged 2(n-1)/n of its tensor, n the size of *its* group (a one-rank group,
+    such as DeepSpeed's data-parallel group at one replica, sends nothing).
+    """
+    pg_cls = type(dist.distributed_c10d._get_default_group())
+
+    def ring(group: Any) -> float:
+        return 2 * (group.size() - 1) / group.size()  # a ring all-reduce sends 2(n-1)/n per rank
+
+    def whole(group: Any) -> float:
+        return 1.0
+
+    for name, factor in (("allreduce", ring), ("send", whole)):
+        original = getattr(pg_cls, name)
+
+        def counted(
+            self: Any, tensors: Any, *args: Any, _orig: Any = original, _f: Any = factor, **kw: Any
+        ) -> Any:
+            share = _f(self)
+            for t in tensors if isinstance(tensors, (list, tuple)) else [tensors]:
+                add_sent_bytes(int(share * t.numel() * t.element_size()))
+            return _orig(self, tensors, *args, **kw)
+
+        setattr(pg_cls, name, counted)
+
+
+def add_sent_bytes(nbytes: int) -> None:
+    """Charge ``nbytes`` to this process (for calls ``count_bytes`` does not wrap)."""
+    _SENT["bytes"] += nbytes
+
+
+def sent_bytes() -> int:
+    """Bytes this process has sent since ``count_bytes``."""
+    return _SENT["bytes"]
+
+
+# --------------------------------------------------------------------------------------------
+# What every arm builds the same way
+
+
+def batch_plan(config: RunConfig, micro: int = 1) -> BatchPlan:
+    """The training batches of ``config`` (each in ``micro`` micro-batches)."""
+    data = config.data
+    train = load_dataset(data.dataset, "train", cache_dir=data.cache_dir, limit=data.train_limit)
+    return BatchPlan(
+        train, config.train.batch_size, config.train.seed, crop_pad=data.crop_pad, flip=data.flip, micro=micro
+    )
+
+
+def stage_bounds(config: RunConfig) -> tuple[int, ...]:
+    """The runtime's cut points of ``config``'s backbone into ``parallel.stages`` stages."""
+    from layerpar.parallel.setup import build_model_for, choose_bounds
+
+    model, input_shape, _ = build_model_for(config)
+    return tuple(choose_bounds(config, model, input_shape))
+
+
+def broadcast_bounds(config: RunConfig) -> tuple[int, ...]:
+    """Rank 0's ``stage_bounds``, on every rank (a ``time`` cut may differ between processes)."""
+    box: list[Any] = [stage_bounds(config) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return tuple(box[0])
+
+
+def time_steps(step_fn: Callable[[int], None], warmup: int, steps: int) -> StepTimes:
+    """Run ``warmup`` untimed steps, a barrier, then ``steps`` timed ones: (seconds per step,
+    bytes this rank sent per timed step)."""
+    for step in range(warmup):
+        step_fn(step)
+    if dist.is_initialized():
+        dist.barrier()
+    before = sent_bytes()
+    times = []
+    for step in range(warmup, warmup + steps):
+        start = time.perf_counter()
+        step_fn(step)
+        times.append(time.perf_counter() - start)
+    return times, (sent_bytes() - before) // max(steps, 1)
+
+
+def timing_config(config: RunConfig, warmup: int, steps: int) -> RunConfig:
+    """``config`` with ``data.train_limit`` cut to the batches ``warmup + steps`` timed steps draw
+    (never above the preset's own limit, never below one batch)."""
+    batch = config.train.batch_size
+    needed = (warmup + steps) * batch
+    limit = min(needed, config.data.train_limit or needed)
+    return replace(config, data={"train_limit": max(limit, batch)})
+
+
+# --------------------------------------------------------------------------------------------
+# Devices
+
+
+def pick_device(name: str | None) -> torch.device:
+    """``cuda`` (or None / ``auto`` with a GPU present) or ``cpu``; a missing GPU is a clear error."""
+    if name in (None, "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda: no CUDA device is visible here; use --device cpu or run on a GPU machine"
+        )
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: valid devices are cpu, cuda, auto")
+    return torch.device(name)
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """A function that waits for ``device`` (a no-op on the CPU)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def describe_device(device: torch.device) -> str:
+    """``cuda: <name>`` or ``cpu: <model name>, 1 thread`` (the bench's device)."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {cpu}, 1 thread"
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+def median_iqr(values: Sequence[float]) -> tuple[float, float]:
+    """Median and interquartile range (0 for one value)."""
+    ordered = sorted(values)
+    q = statistics.quantiles(ordered, n=4) if len(ordered) >= 2 else [ordered[0]] * 3
+    return statistics.median(ordered), q[2] - q[0]
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a Markdown table."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
+
+
+def write_summary(out: Path, command: str, rows: Sequence[dict[str, Any]]) -> None:
+    """``out/summary.json``: the reproducing command and one object per arm and K."""
+    (out / "summary.json").write_text(
+        json.dumps({"command": command, "results": list(rows)}, indent=2) + "\n"
+    )

@@ -1,0 +1,291 @@
+"""The benchmark arms: one ``ArmSpec`` each, in ``ARMS``, the only list of them.
+
+Everything else reads it: the harness (devices and processes per arm, which arms take
+``--microbatches``), ``layerpar bench --arms`` (validation and help text), the scaling model
+(``predict.predict`` and ``--predict``) and ``--train`` (``accuracy.train_arm``).
+
+Every arm runs its per-rank function in K worker processes on the CPU, one thread each, joined
+by gloo (``harness.run_arm``); GPU timing is ``layerpar bench --one-device --device cuda``.
+
+Adding an arm:
+
+1. write its per-rank function, ``(config, warmup, steps, *, microbatches, **_) -> (step
+   seconds, bytes sent per step)``, in an arm module (``arms.py``, or a file of its own such as
+   ``deepspeed_arm.py``); time it with ``common.time_steps`` so that bytes are counted;
+2. add an ``ArmSpec`` to ``ARMS`` below, with a two-line ``run`` hook that imports that function;
+   optionally a ``predict`` hook into ``costmodel.py``.
+
+The hooks import their modules when called: reading the registry (``layerpar --help``) imports
+no torch, and no arm module imports this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from layerpar.errors import ConfigError
+
+if TYPE_CHECKING:
+    from layerpar.bench.common import StepTimes
+    from layerpar.bench.costmodel import Link, Prediction
+    from layerpar.bench.profile import Profile
+    from layerpar.config import RunConfig
+
+
+class RunFn(Protocol):
+    """An arm's per-rank function: this rank's step seconds and its bytes sent per step."""
+
+    def __call__(self, config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes: ...
+
+
+class PredictFn(Protocol):
+    """An arm's cost model: predicted step on ``stages`` × ``replicas`` devices (None: no layout)."""
+
+    def __call__(
+        self,
+        profile: Profile,
+        stages: int,
+        replicas: int,
+        *,
+        link: Link,
+        microbatches: int,
+        contention: float,
+    ) -> Prediction | None: ...
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """One benchmark arm: how it runs, how it is predicted, whether ``--train`` trains it."""
+
+    name: str
+    description: str
+    """One line for ``layerpar bench --help``."""
+    run: RunFn
+    devices: Literal["one", "stages"] = "stages"
+    """``one``: once, on one device, whatever ``--stages`` says (the serial baseline);
+    ``stages``: once per K of ``--stages``, on K devices."""
+    one_process: bool = False
+    """All K devices in one process (K threads; informational) instead of one process each."""
+    microbatches: bool = False
+    """Takes ``--microbatches M``: M is reported with its rows, and it is a pipeline arm in the
+    "speedup vs best pipeline" column and in the cost model's M sweep."""
+    predict: PredictFn | None = None
+    """Its formula in the scaling model (``costmodel.py``); None: ``--predict`` skips it."""
+    splits_model: bool = True
+    """The arm cuts the backbone into K stages (False: K data-parallel replicas of all of it)."""
+    train_mode: Literal["serial", "layerpar"] | None = None
+    """``--train`` trains it to the end with this ``train.mode`` (None: step time only; the
+    exact-gradient arms reach serial's accuracy by construction)."""
+
+    def device_counts(self, stages: Sequence[int]) -> list[int]:
+        """The devices of each of its runs, given ``--stages``."""
+        return [1] if self.devices == "one" else list(stages)
+
+    def processes(self, devices: int) -> int:
+        """Worker processes of a run on ``devices`` devices."""
+        return 1 if self.one_process else devices
+
+
+# --------------------------------------------------------------------------------------------
+# Hooks (each imports its module when called)
+
+
+def _run_serial(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
+    from layerpar.bench.arms import arm_serial
+
+    return arm_serial(config, warmup, steps, microbatches=microbatches)
+
+
+def _run_serial_threads(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
+    from layerpar.bench.arms import arm_serial_threads
+
+    return arm_serial_threads(config, warmup, steps, microbatches=microbatches)
+
+
+def _run_layerpar(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
+    from layerpar.bench.arms import arm_layerpar
+
+    return arm_layerpar(config, warmup, steps, microbatches=microbatches)
+
+
+def _run_layerpar_minimal(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
+    from layerpar.bench.minimal_arm import arm_layerpar_minimal
+
+    return arm_layerpar_minimal(config, warmup, steps, microbatches=microbatches)
+
+
+def _run_ddp(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
+    from layerpar.bench.arms import arm_ddp
+
+    return arm_ddp(config, warmup, steps, microbatches=microbatches)
+
+
+def _run_gpipe(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
+    from layerpar.bench.arms import arm_pipeline
+
+    return arm_pipeline(config, warmup, steps, schedule="gpipe", microbatches=microbatches)
+
+
+def _run_1f1b(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
+    from layerpar.bench.arms import arm_pipeline
+
+    return arm_pipeline(config, warmup, steps, schedule="1f1b", microbatches=microbatches)
+
+
+def _run_deepspeed(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
+    from layerpar.bench.deepspeed_arm import arm_deepspeed
+
+    return arm_deepspeed(config, warmup, steps, microbatches=microbatches)
+
+
+def _predict_serial(
+    profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
+) -> Prediction | None:
+    from layerpar.bench.costmodel import predict_serial
+
+    return predict_serial(profile) if stages == 1 and replicas == 1 else None
+
+
+def _predict_layerpar(
+    profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
+) -> Prediction | None:
+    from layerpar.bench.costmodel import predict_layerpar
+
+    return predict_layerpar(profile, stages, replicas, link, contention)
+
+
+def _predict_ddp(
+    profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
+) -> Prediction | None:
+    from layerpar.bench.costmodel import predict_ddp
+
+    return predict_ddp(profile, stages * replicas, link, contention, stages, replicas)
+
+
+def _predict_gpipe(
+    profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
+) -> Prediction | None:
+    from layerpar.bench.costmodel import predict_pipeline
+
+    return predict_pipeline(profile, stages, replicas, microbatches, link, contention, "gpipe")
+
+
+def _predict_1f1b(
+    profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
+) -> Prediction | None:
+    from layerpar.bench.costmodel import predict_pipeline
+
+    return predict_pipeline(profile, stages, replicas, microbatches, link, contention, "1f1b")
+
+
+# --------------------------------------------------------------------------------------------
+# The registry
+
+SERIAL = "serial"
+"""The baseline arm: speedups are against it, and ``--train``'s default target is its accuracy."""
+
+LAYERPAR = "layerpar"
+"""The layer-parallel arm (``--one-device`` measures its stages in turn)."""
+
+_SPECS = (
+    ArmSpec(
+        SERIAL,
+        "serial backprop on one device",
+        _run_serial,
+        devices="one",
+        predict=_predict_serial,
+        train_mode="serial",
+    ),
+    ArmSpec(
+        LAYERPAR,
+        "layer-parallel training (layerpar.method of the config), K stage workers",
+        _run_layerpar,
+        predict=_predict_layerpar,
+        train_mode="layerpar",
+    ),
+    ArmSpec(
+        "ddp",
+        "DistributedDataParallel over K devices (a communication hook counts its bytes)",
+        _run_ddp,
+        predict=_predict_ddp,
+        splits_model=False,
+    ),
+    ArmSpec(
+        "gpipe",
+        "GPipe, torch.distributed.pipelining, M micro-batches",
+        _run_gpipe,
+        microbatches=True,
+        predict=_predict_gpipe,
+    ),
+    ArmSpec(
+        "1f1b",
+        "1F1B, torch.distributed.pipelining, M micro-batches",
+        _run_1f1b,
+        microbatches=True,
+        predict=_predict_1f1b,
+    ),
+    ArmSpec(
+        "deepspeed",
+        "DeepSpeed PipelineModule, M micro-batches (optional: needs deepspeed)",
+        _run_deepspeed,
+        microbatches=True,
+    ),
+    ArmSpec(
+        "serial-threads",
+        "informational: serial backprop in one process on K threads",
+        _run_serial_threads,
+        one_process=True,
+    ),
+    ArmSpec(
+        "layerpar-minimal",
+        "the penalty/AL layerpar step as a plain torch.distributed loop (framework overhead)",
+        _run_layerpar_minimal,
+    ),
+)
+
+ARMS: Mapping[str, ArmSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
+"""Every benchmark arm by name, in ``--help`` order."""
+if len(ARMS) != len(_SPECS):
+    raise RuntimeError("two ArmSpecs in layerpar/bench/registry.py share a name")
+
+
+def names() -> tuple[str, ...]:
+    """Every arm's name, in registry order."""
+    return tuple(ARMS)
+
+
+def predictable() -> tuple[str, ...]:
+    """The arms the scaling model predicts."""
+    return tuple(name for name, spec in ARMS.items() if spec.predict is not None)
+
+
+def get(name: str) -> ArmSpec:
+    """The arm called ``name``; an unknown name is a ``ConfigError`` listing the valid ones."""
+    check(name)
+    return ARMS[name]
+
+
+def check(arms: str | Iterable[str]) -> None:
+    """Raise ``ConfigError`` naming every arm of ``arms`` not in the registry, and the valid ones."""
+    unknown = [a for a in ([arms] if isinstance(arms, str) else arms) if a not in ARMS]
+    if unknown:
+        label = "arm" if len(unknown) == 1 else "arms"
+        raise ConfigError(f"unknown {label} {', '.join(map(repr, unknown))}; valid: {', '.join(ARMS)}")
+
+
+def parse_arms(text: str) -> tuple[str, ...]:
+    """A ``--arms`` comma list, checked against the registry."""
+    arms = tuple(a.strip() for a in text.split(",") if a.strip())
+    if not arms:
+        raise ConfigError(f"--arms is empty; valid arms: {', '.join(ARMS)}")
+    check(arms)
+    return arms
+
+
+def help_text() -> str:
+    """The ``--arms`` help: every arm with its one-line description."""
+    listing = "; ".join(f"{name}: {spec.description}" for name, spec in ARMS.items())
+    return f"comma list from {','.join(ARMS)} ({listing})"
