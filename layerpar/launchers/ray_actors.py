@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 import traceback
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 from layerpar.config import RunConfig, from_dict
 from layerpar.errors import LaunchError, WorkerError
 from layerpar.launchers.cluster import ClusterConfig
-from layerpar.launchers.env import contract
+from layerpar.launchers.env import contract, free_port
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +53,9 @@ class RayWorker:
         return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
 
     def free_port(self, host: str) -> int:
-        """A TCP port free on this actor's node (rank 0 is asked for the rendezvous port)."""
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            return int(sock.getsockname()[1])
+        """A TCP port free on this actor's node (rank 0 is asked for the rendezvous port): runs
+        ``launchers.env.free_port`` inside the actor."""
+        return free_port(host)
 
     def setup_env(self, env: dict[str, str]) -> None:
         """Export the contract (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, ...)."""

@@ -1,6 +1,7 @@
 """Small process helpers shared by the integration tests.
 
-* :func:`free_port` -- a TCP port on 127.0.0.1 that is free right now.
+* :func:`free_port` -- a TCP port on 127.0.0.1 that is free right now
+  (``layerpar.launchers.env.free_port``, re-exported).
 * :func:`run_checked` -- run a command; on failure (non-zero exit or timeout)
   raise ``AssertionError`` carrying the command, exit code and the tails of
   stdout/stderr, so a failing test says *why* without re-running anything.
@@ -18,27 +19,15 @@ import contextlib
 import os
 import shlex
 import signal
-import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from layerpar.launchers.env import free_port
+
 __all__ = ["free_port", "run_checked", "tail", "format_cmd"]
 
 TAIL_LINES = 40
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that the kernel reports as free.
-
-    The socket is closed before returning, so another process could in
-    principle grab the port in between; in practice the kernel hands out
-    ports round-robin from the ephemeral range, so an immediate reuse is
-    very unlikely.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def tail(text: str | bytes | os.PathLike | None, lines: int = TAIL_LINES) -> str:
