@@ -41,7 +41,21 @@ _EXPORTS = {
     "SerialTrainer": "layerpar.parallel.trainer",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "METHODS",
+    "ConfigError",
+    "LayerParallelTrainer",
+    "LayerparError",
+    "Method",
+    "RunConfig",
+    "RunSummary",
+    "SerialTrainer",
+    "__version__",
+    "fit",
+    "load_config",
+    "replace",
+    "split",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -43,8 +43,16 @@ def fit(
     ``cluster=``, rank 0's summary record.  ``config`` is a RunConfig or a YAML preset;
     ``overrides`` are ``section.key=value`` strings applied last, as ``--set`` does."""
     run = _config(config, overrides, mode, model, train_data, loss)
-    objects = {name: value for name, value in (("model", model), ("train_data", train_data),
-               ("test_data", test_data), ("loss", loss)) if value is not None and not isinstance(value, str)}
+    objects: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("model", model),
+            ("train_data", train_data),
+            ("test_data", test_data),
+            ("loss", loss),
+        )
+        if value is not None and not isinstance(value, str)
+    }
     if cluster is not None:
         if objects:
             raise ConfigError(
@@ -58,8 +66,13 @@ def fit(
     from layerpar.parallel.trainer import LayerParallelTrainer, SerialTrainer
 
     trainer_cls = SerialTrainer if mode == "serial" else LayerParallelTrainer
-    trainer = trainer_cls(run, model=objects.get("model"), train_data=objects.get("train_data"),
-                          test_data=objects.get("test_data"), loss=objects.get("loss"))
+    trainer = trainer_cls(
+        run,
+        model=objects.get("model"),
+        train_data=objects.get("train_data"),
+        test_data=objects.get("test_data"),
+        loss=objects.get("loss"),
+    )
     return trainer.fit(resume=resume)
 
 

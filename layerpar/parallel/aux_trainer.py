@@ -29,7 +29,9 @@ Oracle = Callable[[torch.Tensor, torch.Tensor, int], AuxOutput]
 class AuxTrainer:
     """The AuxNet replica (or oracle) of one stage worker."""
 
-    def __init__(self, worker: StageWorker, aux: AuxNet | None, oracle: Oracle | None, multipliers: bool) -> None:
+    def __init__(
+        self, worker: StageWorker, aux: AuxNet | None, oracle: Oracle | None, multipliers: bool
+    ) -> None:
         if aux is None and oracle is None:
             raise ValueError("an AuxTrainer needs an AuxNet or an oracle")
         self.worker = worker
@@ -37,7 +39,9 @@ class AuxTrainer:
         self.oracle = oracle
         self.multipliers = multipliers
         """Train the multiplier heads on μ⁺ (the AL method)."""
-        self.optimizer = make_aux_optimizer(aux, worker.config.aux) if aux is not None and oracle is None else None
+        self.optimizer = (
+            make_aux_optimizer(aux, worker.config.aux) if aux is not None and oracle is None else None
+        )
         self._sync: Handle | None = None
         self._bucket: torch.Tensor | None = None
 

@@ -38,7 +38,9 @@ class Comm(Protocol):
 
     def isend(self, tensor: torch.Tensor, dst: int) -> Handle: ...
 
-    def recv(self, shape: Sequence[int], src: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor: ...
+    def recv(
+        self, shape: Sequence[int], src: int, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor: ...
 
     def all_reduce(self, tensor: torch.Tensor, group: tuple[int, ...]) -> Handle: ...
 
@@ -117,7 +119,9 @@ class LocalComm:
             raise RuntimeError(f"LocalComm rank {self.rank}: nothing sent yet from rank {src}")
         tensor = box.popleft()
         if tuple(tensor.shape) != tuple(shape):
-            raise RuntimeError(f"rank {self.rank} expected {tuple(shape)} from {src}, got {tuple(tensor.shape)}")
+            raise RuntimeError(
+                f"rank {self.rank} expected {tuple(shape)} from {src}, got {tuple(tensor.shape)}"
+            )
         return tensor.to(device=device, dtype=dtype)
 
     def all_reduce(self, tensor: torch.Tensor, group: tuple[int, ...]) -> Handle:
@@ -151,7 +155,9 @@ class TorchDistComm:
 
     def __init__(self, groups: Sequence[tuple[int, ...]] = ()) -> None:
         if not dist.is_initialized():
-            raise LaunchError("TorchDistComm needs an initialised process group: call init_process_group first")
+            raise LaunchError(
+                "TorchDistComm needs an initialised process group: call init_process_group first"
+            )
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         self._groups: dict[tuple[int, ...], Any] = {}

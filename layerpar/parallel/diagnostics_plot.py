@@ -15,7 +15,9 @@ from typing import Any
 
 
 def _read(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()
+    ]
     return [r for r in records if r["kind"] == "step"], [r for r in records if r["kind"] == "epoch"]
 
 
@@ -32,19 +34,38 @@ def plot_diagnostics(run_dir: str | Path) -> Path:
     axes[0].plot([e["epoch"] for e in evals], [e["test_acc"] for e in evals], marker="o")
     axes[0].set(title="test accuracy (serial composition)", xlabel="epoch")
     pipelined = any(k.startswith("weight_staleness/") for r in steps for k in r)
-    panels = (("weight_staleness/", axes[1], "weight staleness ||θ−θ_fwd||/||θ|| (train steps)", steps),
-              ("loss", axes[2], "training loss (train steps)", steps)) if pipelined else (
-              ("residual/", axes[1], "constraint residual ||h−a||/||h|| (train steps)", steps),
-              ("aux_state_error/", axes[2], "AuxNet errors vs true values (eval)", evals))
+    panels = (
+        (
+            ("weight_staleness/", axes[1], "weight staleness ||θ−θ_fwd||/||θ|| (train steps)", steps),
+            ("loss", axes[2], "training loss (train steps)", steps),
+        )
+        if pipelined
+        else (
+            ("residual/", axes[1], "constraint residual ||h−a||/||h|| (train steps)", steps),
+            ("aux_state_error/", axes[2], "AuxNet errors vs true values (eval)", evals),
+        )
+    )
     for prefix, axis, title, source in panels:
         xkey = "step" if source is steps else "epoch"
-        keys = sorted({k for r in source for k in r if k.startswith(prefix) or
-                       (prefix == "aux_state_error/" and k.startswith("multiplier_error/"))})
+        keys = sorted(
+            {
+                k
+                for r in source
+                for k in r
+                if k.startswith(prefix)
+                or (prefix == "aux_state_error/" and k.startswith("multiplier_error/"))
+            }
+        )
         keys = [k for k in keys if prefix != "loss" or k == "loss"]
         for key in keys:
             # Log axes: a zero (a micro-batch updated in the window it was forwarded in) is left out.
             points = [(r[xkey], r[key]) for r in source if r.get(key) is not None and r[key] > 0]
-            axis.plot([p[0] for p in points], [p[1] for p in points], label=key, marker="." if source is evals else None)
+            axis.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                label=key,
+                marker="." if source is evals else None,
+            )
         axis.set(title=title, xlabel=xkey)
         if keys:
             axis.legend(fontsize=7)

@@ -22,13 +22,17 @@ from layerpar.parallel.objective import Objective, is_classification
 from layerpar.parallel.stage import StageWorker
 
 
-def batches(images: torch.Tensor, labels: torch.Tensor, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    images: torch.Tensor, labels: torch.Tensor, size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for start in range(0, len(labels), size):
         yield images[start : start + size], labels[start : start + size]
 
 
 def _bn_layers(modules: Sequence[nn.Module]) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for module in modules for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return [
+        m for module in modules for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
 
 
 class BNReestimation:

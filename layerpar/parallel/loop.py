@@ -61,7 +61,9 @@ def train_loop(
 
     Metrics stay tensors until every ``log_every`` steps (and at an epoch's end), where they are
     read back to the host in one go: the step itself never waits for the device."""
-    result = LoopResult(final_test_acc=None, train_time_s=0.0, steps=schedule.total_steps, first_step=runner.step)
+    result = LoopResult(
+        final_test_acc=None, train_time_s=0.0, steps=schedule.total_steps, first_step=runner.step
+    )
     pending: list[dict[str, Any]] = []
     per_epoch = plan.steps_per_epoch
     end = schedule.total_steps if plan.stop_at_step is None else min(plan.stop_at_step, schedule.total_steps)
@@ -95,8 +97,13 @@ def train_loop(
         if evaluates_after(step):
             diagnostics = diagnose(runner, schedule)
             scores = evaluate()
-            record = {"epoch": (step + 1) / per_epoch, "step": step + 1, **scores,
-                      "train_time_s": result.train_time_s, **diagnostics}
+            record = {
+                "epoch": (step + 1) / per_epoch,
+                "step": step + 1,
+                **scores,
+                "train_time_s": result.train_time_s,
+                **diagnostics,
+            }
             result.epochs.append(record)
             result.final_eval = scores
             result.final_test_acc = scores.get("test_acc")

@@ -30,7 +30,9 @@ class Objective:
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(output, target)
 
-    def step_metrics(self, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    def step_metrics(
+        self, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Training-step metrics as tensors (no host sync)."""
         metrics = {"loss": loss.detach()}
         if is_classification(output, target):
@@ -46,7 +48,9 @@ def import_object(spec: str, what: str) -> object:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ConfigError(f"{what}={spec!r}: cannot import {module_name!r} ({error}); is it on PYTHONPATH?") from error
+        raise ConfigError(
+            f"{what}={spec!r}: cannot import {module_name!r} ({error}); is it on PYTHONPATH?"
+        ) from error
     try:
         return getattr(module, attribute)
     except AttributeError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ def make_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps))
 
 
-def lr_factor(config: OptimConfig, total_steps: int):  # type: ignore[no-untyped-def]
+def lr_factor(config: OptimConfig, total_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if config.schedule == "constant":
             return 1.0

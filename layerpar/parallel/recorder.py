@@ -29,8 +29,14 @@ class RunRecorder:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = run_dir / "metrics.jsonl"
         self._file = self.metrics_path.open("a")
-        self.bar = tqdm(total=total_steps, initial=start_step, disable=not progress, unit="step",
-                        dynamic_ncols=True, leave=True)
+        self.bar = tqdm(
+            total=total_steps,
+            initial=start_step,
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
+            leave=True,
+        )
         self.last: dict[str, Any] = {}
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -42,13 +48,22 @@ class RunRecorder:
         self._write({"kind": "step", **record})
         self.last = record
         self.bar.update(1)
-        postfix = {"loss": record.get("loss"), "acc": record.get("acc"), "samples/s": record.get("samples_per_s")}
+        postfix = {
+            "loss": record.get("loss"),
+            "acc": record.get("acc"),
+            "samples/s": record.get("samples_per_s"),
+        }
         self.bar.set_postfix({k: f"{v:.3g}" for k, v in postfix.items() if v is not None}, refresh=False)
 
     def epoch(self, record: dict[str, Any]) -> None:
         self._write({"kind": "epoch", **record})
-        log.info("epoch %.2f step %d test_acc %.4f train_time_s %.1f",
-                 record["epoch"], record["step"], record["test_acc"], record["train_time_s"])
+        log.info(
+            "epoch %.2f step %d test_acc %.4f train_time_s %.1f",
+            record["epoch"],
+            record["step"],
+            record["test_acc"],
+            record["train_time_s"],
+        )
         self.bar.set_description(f"test acc {record['test_acc']:.4f}")
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from layerpar.config import RunConfig
-from layerpar.data import ArrayDataset, load_dataset
+from layerpar.data import load_dataset
 from layerpar.errors import ConfigError
 from layerpar.parallel.batches import BatchPlan
 from layerpar.parallel.methods import micro_batches
@@ -63,14 +63,19 @@ def load_run_data(config: RunConfig, train: Any = None, test: Any = None) -> Run
     else:
         train = as_data(train, "train data")
         test = as_data(test if test is not None else train, "test data")
-    if config.data.crop_pad > 0 or config.data.flip:
-        if train.images.dim() != 4:
-            raise ConfigError(
-                f"data.crop_pad/data.flip augment images (N, C, H, W); these inputs are "
-                f"{tuple(train.images.shape)}: set data.crop_pad=0 and data.flip=false"
-            )
-    plan = BatchPlan(train, config.train.batch_size, config.train.seed,
-                     crop_pad=config.data.crop_pad, flip=config.data.flip, micro=micro_batches(config))
+    if (config.data.crop_pad > 0 or config.data.flip) and train.images.dim() != 4:
+        raise ConfigError(
+            f"data.crop_pad/data.flip augment images (N, C, H, W); these inputs are "
+            f"{tuple(train.images.shape)}: set data.crop_pad=0 and data.flip=false"
+        )
+    plan = BatchPlan(
+        train,
+        config.train.batch_size,
+        config.train.seed,
+        crop_pad=config.data.crop_pad,
+        flip=config.data.flip,
+        micro=micro_batches(config),
+    )
     schedule = StepSchedule.from_config(config, plan.steps_per_epoch)
     # BN re-estimation uses a fixed slice of un-augmented training images.
     count = min(len(train), config.layerpar.bn_reestimate_batches * config.train.batch_size)
@@ -102,8 +107,16 @@ def write_run_config(run_dir: Path, config: RunConfig) -> None:
 def environment() -> dict[str, Any]:
     """Versions and the git commit, saved with every result."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, cwd=Path(__file__).parent).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {

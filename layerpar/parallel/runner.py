@@ -96,8 +96,9 @@ class InProcessRunner(_Runner):
     def evaluate(self, test: ArrayDataset, bn_inputs: torch.Tensor | None) -> dict[str, float]:
         first_replica = [w for w in self.workers if w.replica == 0]
         w = first_replica[0]
-        return evaluate_serial([w.module for w in first_replica], test, bn_inputs, w.objective,
-                               device=w.device, dtype=w.dtype)
+        return evaluate_serial(
+            [w.module for w in first_replica], test, bn_inputs, w.objective, device=w.device, dtype=w.dtype
+        )
 
     def bytes_sent(self) -> int:
         return sum(w.comm.bytes_sent for w in self.workers)

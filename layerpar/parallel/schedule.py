@@ -1,9 +1,9 @@
 """Which steps are serial backprop and which are layer-parallel, and β along the way.
 
-    step: 0 ........ warm-up ........ | ...... layer-parallel ...... | .. serial hybrid .. | end
-          serial backprop + AuxNet      all modules at once           ordinary backprop
-          distillation                  (every n-th step serial
-                                         with serial_every = n)
+step: 0 ........ warm-up ........ | ...... layer-parallel ...... | .. serial hybrid .. | end
+      serial backprop + AuxNet      all modules at once           ordinary backprop
+      distillation                  (every n-th step serial
+                                     with serial_every = n)
 """
 
 from __future__ import annotations
@@ -32,8 +32,14 @@ class StepSchedule:
         else:
             warmup = min(total, round(warmup_epochs(config) * steps_per_epoch))
             final = min(total - warmup, round(serial_final_epochs(config) * steps_per_epoch))
-        return cls(total, warmup, final, config.layerpar.beta, config.layerpar.beta_final,
-                   config.layerpar.serial_every)
+        return cls(
+            total,
+            warmup,
+            final,
+            config.layerpar.beta,
+            config.layerpar.beta_final,
+            config.layerpar.serial_every,
+        )
 
     def is_serial(self, step: int) -> bool:
         if step < self.warmup_steps or step >= self.total_steps - self.final_serial_steps:

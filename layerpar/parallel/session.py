@@ -62,11 +62,20 @@ class RunSession:
         recorder = None
         if self.runner.is_main:
             write_run_config(self.run_dir, self.config)
-            recorder = RunRecorder(self.run_dir, self.data.schedule.total_steps, self.runner.step,
-                                   progress=self.config.train.progress)
+            recorder = RunRecorder(
+                self.run_dir,
+                self.data.schedule.total_steps,
+                self.runner.step,
+                progress=self.config.train.progress,
+            )
         try:
-            result = train_loop(self.runner, self.data.schedule, self.loop_plan(),
-                                lambda: self.runner.evaluate(self.data.test, self.data.bn_images), recorder)
+            result = train_loop(
+                self.runner,
+                self.data.schedule,
+                self.loop_plan(),
+                lambda: self.runner.evaluate(self.data.test, self.data.bn_images),
+                recorder,
+            )
         finally:
             if recorder is not None:
                 recorder.close()
@@ -104,7 +113,9 @@ class RunSession:
         return finish_run(self.run_dir, self.config, result, self.setup, sum(byte_counts))
 
 
-def merge_stage_states(states: list[dict[str, torch.Tensor]], bounds: tuple[int, ...]) -> dict[str, torch.Tensor]:
+def merge_stage_states(
+    states: list[dict[str, torch.Tensor]], bounds: tuple[int, ...]
+) -> dict[str, torch.Tensor]:
     """Stage-local ``blocks.j.*`` keys -> the whole backbone's ``blocks.(bounds[s]+j).*``."""
     merged = {}
     for stage, state in enumerate(states):
@@ -132,7 +143,9 @@ def _steady_median(times: list[float]) -> float:
     return statistics.median(steady) if steady else 0.0
 
 
-def finish_run(run_dir: Path, config: RunConfig, result: LoopResult, setup: Setup, bytes_sent: int) -> RunSummary:
+def finish_run(
+    run_dir: Path, config: RunConfig, result: LoopResult, setup: Setup, bytes_sent: int
+) -> RunSummary:
     micro = micro_batches(config)
     per_batch = batch_times(result.step_times, micro, result.first_step)
     record = {

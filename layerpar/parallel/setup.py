@@ -62,7 +62,9 @@ def resolve_device(config: RunConfig, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def build_model_for(config: RunConfig, input_shape: tuple[int, ...] | None = None) -> tuple[Backbone, tuple[int, ...], int | None]:
+def build_model_for(
+    config: RunConfig, input_shape: tuple[int, ...] | None = None
+) -> tuple[Backbone, tuple[int, ...], int | None]:
     """The backbone of ``config``, initialised from its seed; also the input shape and classes.
 
     ``model.factory`` (a user's ``package.module:function``) wins over ``model.name``; the input
@@ -98,8 +100,9 @@ def choose_bounds(config: RunConfig, model: Backbone, input_shape: tuple[int, ..
     return part.bounds
 
 
-def distributed_bounds(config: RunConfig, comm: Comm, model: nn.Module | None = None,
-                       input_shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
+def distributed_bounds(
+    config: RunConfig, comm: Comm, model: nn.Module | None = None, input_shape: tuple[int, ...] | None = None
+) -> tuple[int, ...]:
     """Cut points chosen by rank 0 and broadcast, so every rank cuts the model the same way."""
     bounds = None
     if comm.rank == 0:
@@ -143,12 +146,29 @@ def build_setup(
         aux.to(device=device, dtype=dtype)
     backbone.to(device=device)
     layout = Layout(config.parallel.stages, config.parallel.replicas)
-    return Setup(config, input_shape, num_classes, backbone, partition, shapes, aux, layout, device, dtype,
-                 method, objective or Objective())
+    return Setup(
+        config,
+        input_shape,
+        num_classes,
+        backbone,
+        partition,
+        shapes,
+        aux,
+        layout,
+        device,
+        dtype,
+        method,
+        objective or Objective(),
+    )
 
 
-def _build_aux(config: RunConfig, method: type[Method], input_shape: tuple[int, ...],
-               shapes: list[tuple[int, ...]], num_classes: int | None) -> AuxNet | None:
+def _build_aux(
+    config: RunConfig,
+    method: type[Method],
+    input_shape: tuple[int, ...],
+    shapes: list[tuple[int, ...]],
+    num_classes: int | None,
+) -> AuxNet | None:
     if config.parallel.stages == 1:
         return None
     torch.manual_seed(config.train.seed + 1)

@@ -135,12 +135,14 @@ class StageWorker:
 
     # ---------------------------------------------------------------------------- a step
 
-    def begin(self, x: torch.Tensor, y: torch.Tensor, beta: float, *, serial: bool = False,
-              final: bool = False) -> None:
+    def begin(
+        self, x: torch.Tensor, y: torch.Tensor, beta: float, *, serial: bool = False, final: bool = False
+    ) -> None:
         """Start a step on this worker's shard ``(x, y)`` with this step's β; ``final`` marks the
         last step of a run of parallel steps."""
-        self._state = StepState(x=x.to(self.device, self.dtype), y=y.to(self.device), beta=beta,
-                                serial=serial, final=final)
+        self._state = StepState(
+            x=x.to(self.device, self.dtype), y=y.to(self.device), beta=beta, serial=serial, final=final
+        )
         self.module.train()
         if self._window == 0:  # the first micro-batch of an optimiser step
             self.optimizer.zero_grad(set_to_none=True)
@@ -166,7 +168,9 @@ class StageWorker:
             cond = self.state.cond
             return self.module(u) if cond is None else self.module(u, cond)
 
-    def stashed_forward(self, u: torch.Tensor, shift: dict[str, torch.Tensor] | None = None):  # type: ignore[no-untyped-def]
+    def stashed_forward(
+        self, u: torch.Tensor, shift: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """This module on ``u`` through copies of its weights (``stash.py``)."""
         with self.autocast():
             return stashed_forward(self.module, u, shift, self.state.cond)
@@ -279,7 +283,10 @@ class StageWorker:
 
     def stage_gradients(self) -> list[torch.Tensor]:
         """Gradients of this module's parameters (after a backward phase)."""
-        return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.module.parameters()]
+        return [
+            p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+            for p in self.module.parameters()
+        ]
 
     # ---------------------------------------------------------------------------- state
 

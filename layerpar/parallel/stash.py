@@ -44,7 +44,9 @@ def stashed_forward(
     forward updates in place); their new values are written back to the module."""
     shift = shift or {}
     weights = {
-        name: (p.detach() + shift[name] if name in shift else p.detach().clone()).requires_grad_(p.requires_grad)
+        name: (p.detach() + shift[name] if name in shift else p.detach().clone()).requires_grad_(
+            p.requires_grad
+        )
         for name, p in module.named_parameters()
     }
     buffers = {name: b.clone() for name, b in module.named_buffers()}

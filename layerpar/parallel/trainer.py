@@ -43,8 +43,9 @@ class InProcessTrainer:
         self.data = data or load_run_data(config, train_data, test_data)
         objective = objective_from(loss if loss is not None else config.train.loss)
         input_shape = self.data.input_shape if (model is not None or config.model.factory) else None
-        self.setup = build_setup(config, resolve_device(config), model=model, input_shape=input_shape,
-                                 objective=objective)
+        self.setup = build_setup(
+            config, resolve_device(config), model=model, input_shape=input_shape, objective=objective
+        )
         self.hub = LocalHub(self.setup.layout.world_size)
         oracle = oracle_factory(self.setup) if oracle_factory is not None else None
         self.workers: list[StageWorker] = [

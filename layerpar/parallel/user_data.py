@@ -27,10 +27,14 @@ class TensorData:
 
     def __post_init__(self) -> None:
         if self.images.dim() < 2 or not self.images.is_floating_point():
-            raise DataError(f"inputs must be an (N, ...) float tensor, got {tuple(self.images.shape)} "
-                            f"{self.images.dtype}: convert with .float()")
+            raise DataError(
+                f"inputs must be an (N, ...) float tensor, got {tuple(self.images.shape)} "
+                f"{self.images.dtype}: convert with .float()"
+            )
         if len(self.images) != len(self.labels):
-            raise DataError(f"{len(self.images)} inputs but {len(self.labels)} targets: give one target per input")
+            raise DataError(
+                f"{len(self.images)} inputs but {len(self.labels)} targets: give one target per input"
+            )
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -51,7 +55,9 @@ def as_data(data: Any, what: str) -> Any:
             inputs = torch.stack([torch.as_tensor(p[0]) for p in pairs])
             targets = torch.stack([torch.as_tensor(p[1]) for p in pairs])
         except (TypeError, IndexError, RuntimeError) as error:
-            raise DataError(f"{what}: items must be (input, target) pairs of equal shapes ({error})") from error
+            raise DataError(
+                f"{what}: items must be (input, target) pairs of equal shapes ({error})"
+            ) from error
         return TensorData(inputs.float() if not inputs.is_floating_point() else inputs, targets)
     raise DataError(
         f"{what} must be a layerpar ArrayDataset, an (inputs, targets) pair of tensors or a map-style "

@@ -76,7 +76,9 @@ def _train(config: RunConfig, rank: int, device: torch.device, resume: bool) -> 
     data = load_run_data(config)
     input_shape = data.input_shape if config.model.factory else None
     bounds = distributed_bounds(config, comm, input_shape=input_shape)
-    setup = build_setup(config, device, bounds, input_shape=input_shape, objective=objective_from(config.train.loss))
+    setup = build_setup(
+        config, device, bounds, input_shape=input_shape, objective=objective_from(config.train.loss)
+    )
     worker = make_worker(setup, rank, comm, data.schedule.total_steps, own_copy=False)
     summary = RunSession(config, DistributedRunner(worker, data.plan, comm), setup, data).fit(resume)
     return summary.record if summary is not None else None
@@ -88,7 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{os.environ.get('RANK', '?')} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s rank{os.environ.get('RANK', '?')} %(levelname)s %(name)s: %(message)s",
+    )
     config = load_config(args.config, args.overrides)
     run_worker(config, resume=args.resume)
 

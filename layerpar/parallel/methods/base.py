@@ -109,7 +109,7 @@ class Method(ABC):
 
     # ------------------------------------------------------------------ declarations
 
-    @classmethod
+    @classmethod  # noqa: B027 - an optional hook: no check by default
     def check_config(cls, config: RunConfig) -> None:
         """Raise ConfigError for settings this method cannot run (the message says the fix)."""
 
@@ -129,7 +129,7 @@ class Method(ABC):
     def state(self) -> StepState:
         return self.worker.state
 
-    def end_run(self) -> None:
+    def end_run(self) -> None:  # noqa: B027 - an optional hook: nothing in flight by default
         """A run of parallel steps ended: drop whatever is still in flight."""
 
     def reset(self) -> None:

@@ -22,6 +22,7 @@ dropped (d updates of module k per run).
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -37,6 +38,9 @@ from layerpar.parallel.methods.base import (
 )
 from layerpar.parallel.pipeline_schedule import delayed_tick
 from layerpar.parallel.stash import PendingForward, move_gradients
+
+if TYPE_CHECKING:
+    from layerpar.parallel.stage import StageWorker
 
 
 class Delayed(Method):
@@ -54,7 +58,7 @@ class Delayed(Method):
         + END_PHASES
     )
 
-    def __init__(self, worker) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, worker: StageWorker) -> None:
         super().__init__(worker)
         self._pending: deque[PendingForward] = deque()
         self._adjoint: torch.Tensor | None = None
@@ -79,7 +83,7 @@ class Delayed(Method):
             loss = w.task_loss(w.forward(u), s.y)
             loss.backward()
             s.metrics[f"local_loss/{w.stage}"] = loss.detach()
-            self._adjoint = u.grad * u.shape[0]
+            self._adjoint = None if u.grad is None else u.grad * u.shape[0]
             return
         h, weights = w.stashed_forward(u)
         assert s.aux_out is not None

@@ -16,6 +16,8 @@ The augmented-Lagrangian method (``al.py``) is this with the AuxNet's multiplier
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from layerpar.auxnet import AuxOutput
@@ -29,6 +31,9 @@ from layerpar.parallel.methods.base import (
     Phase,
     predicted_input,
 )
+
+if TYPE_CHECKING:
+    from layerpar.parallel.stage import StageWorker
 
 
 class Penalty(Method):
@@ -45,7 +50,7 @@ class Penalty(Method):
         + END_PHASES
     )
 
-    def __init__(self, worker) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, worker: StageWorker) -> None:
         super().__init__(worker)
         self._h: torch.Tensor | None = None
         self._adjoint: torch.Tensor | None = None
@@ -69,7 +74,7 @@ class Penalty(Method):
         loss.backward()
         s.metrics[f"local_loss/{w.stage}"] = loss.detach()
         self._h = h.detach()
-        self._adjoint = None if w.is_first else u.grad * u.shape[0]
+        self._adjoint = None if w.is_first or u.grad is None else u.grad * u.shape[0]
 
     def send_adjoint(self) -> None:
         if self._adjoint is not None:

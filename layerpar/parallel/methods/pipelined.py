@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -38,6 +39,9 @@ from layerpar.errors import ConfigError
 from layerpar.parallel.methods.base import END_PHASES, UPDATE_PHASES, Method, Phase
 from layerpar.parallel.pipeline_schedule import pipeline_delay, pipelined_tick
 from layerpar.parallel.stash import PendingForward, move_gradients, weight_staleness
+
+if TYPE_CHECKING:
+    from layerpar.parallel.stage import StageWorker
 
 
 def default_micro_batches(stages: int) -> int:
@@ -66,7 +70,7 @@ class Pipelined(Method):
     sends_backward = "∂ℓ/∂h_{k−1} of the micro-batch forwarded 2(K−1−k) steps ago"
     program = (Phase("method", "forward_backward"),) + UPDATE_PHASES + (Phase("method", "send"),) + END_PHASES
 
-    def __init__(self, worker) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, worker: StageWorker) -> None:
         super().__init__(worker)
         self._pending: deque[PendingForward] = deque()
         self._labels: deque[torch.Tensor] = deque()
@@ -105,9 +109,9 @@ class Pipelined(Method):
             )
         if micro > 1 and batch // (micro * replicas) < 2:
             raise ConfigError(
-                f"train.batch_size={batch} in {micro} micro-batches x {replicas} replicas leaves 1 sample per "
-                f"micro-batch (BatchNorm needs 2): raise train.batch_size to {2 * micro * replicas} or set a "
-                "smaller layerpar.accumulate"
+                f"train.batch_size={batch} in {micro} micro-batches x {replicas} replicas leaves 1 sample "
+                f"per micro-batch (BatchNorm needs 2): raise train.batch_size to {2 * micro * replicas} or "
+                "set a smaller layerpar.accumulate"
             )
 
     @classmethod
@@ -115,7 +119,9 @@ class Pipelined(Method):
         if not config.layerpar.compensate_momentum:
             return config.optim
         steps_late = pipeline_delay(stage, config.parallel.stages) / cls.micro_batches(config)
-        return dataclasses.replace(config.optim, momentum=compensated_momentum(config.optim.momentum, steps_late))
+        return dataclasses.replace(
+            config.optim, momentum=compensated_momentum(config.optim.momentum, steps_late)
+        )
 
     # ------------------------------------------------------------------ state
 
