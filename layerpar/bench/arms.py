@@ -18,9 +18,6 @@ import torch.distributed as dist
 from torch.nn import functional as F
 
 from layerpar.bench.common import StepTimes, batch_plan, broadcast_bounds, time_steps
-from layerpar.bench.common import batch_plan as _plan  # the names arm_layerpar and layerpar_runner use
-from layerpar.bench.common import stage_bounds as _bounds
-from layerpar.bench.common import time_steps as _timed
 from layerpar.config import RunConfig, replace
 from layerpar.errors import ConfigError
 from layerpar.parallel.optim import make_optimizer
@@ -61,23 +58,24 @@ def arm_serial_threads(config: RunConfig, warmup: int, steps: int, **kw: Any) ->
 
 
 def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[list[float], int]:
-    from layerpar.parallel.stage import PARALLEL_PROGRAM
+    from layerpar.parallel.methods import micro_batches
 
     # The pipelined method feeds each step's batch in micro-batches, one loop step each.
-    micro = config.micro_batches
+    micro = micro_batches(config)
     drain = (warmup + steps) * micro  # one more, untimed loop step ends the run (stale methods)
     runner = layerpar_runner(config, drain + 1)
+    program = runner.program(serial=False)
 
     def tick(t: int) -> None:
-        runner.begin(t, config.layerpar.beta, final_parallel=t == drain)
-        runner.run(PARALLEL_PROGRAM)
+        runner.begin(t, config.layerpar.beta, final=t == drain)
+        runner.run(program)
         runner.take_metrics()
 
     def step(i: int) -> None:
         for t in range(i * micro, (i + 1) * micro):
             tick(t)
 
-    timed = _timed(step, warmup, steps)
+    timed = time_steps(step, warmup, steps)
     tick(drain)
     return timed
 
@@ -86,16 +84,17 @@ def layerpar_runner(config: RunConfig, total_steps: int) -> Any:
     """This rank's ``DistributedRunner`` as the ``layerpar`` arm builds it (also used by tests)."""
     from layerpar.parallel.comm import TorchDistComm
     from layerpar.parallel.layout import Layout
+    from layerpar.parallel.methods import micro_batches
     from layerpar.parallel.runner import DistributedRunner
-    from layerpar.parallel.setup import build_setup, make_worker
+    from layerpar.parallel.setup import build_setup, distributed_bounds, make_worker
 
     config = replace(config, layerpar={"warmup_epochs": 0, "serial_final_epochs": 0})
     layout = Layout(config.parallel.stages, 1)
     comm = TorchDistComm(layout.groups())
-    bounds = comm.broadcast_object(_bounds(config) if dist.get_rank() == 0 else None, src=0)
-    setup = build_setup(config, torch.device("cpu"), tuple(bounds))
+    bounds = distributed_bounds(config, comm)
+    setup = build_setup(config, torch.device("cpu"), bounds)
     worker = make_worker(setup, dist.get_rank(), comm, total_steps, own_copy=False)
-    return DistributedRunner(worker, _plan(config, config.micro_batches), comm)
+    return DistributedRunner(worker, batch_plan(config, micro_batches(config)), comm)
 
 
 def arm_ddp(config: RunConfig, warmup: int, steps: int, **_: Any) -> StepTimes:

@@ -93,10 +93,12 @@ def stage_bounds(config: RunConfig) -> tuple[int, ...]:
 
 
 def broadcast_bounds(config: RunConfig) -> tuple[int, ...]:
-    """Rank 0's ``stage_bounds``, on every rank (a ``time`` cut may differ between processes)."""
-    box: list[Any] = [stage_bounds(config) if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(box, src=0)
-    return tuple(box[0])
+    """Rank 0's ``stage_bounds``, on every rank (a ``time`` cut may differ between processes):
+    the runtime's own ``distributed_bounds``, over this process group."""
+    from layerpar.parallel.comm import TorchDistComm
+    from layerpar.parallel.setup import distributed_bounds
+
+    return distributed_bounds(config, TorchDistComm())
 
 
 def time_steps(step_fn: Callable[[int], None], warmup: int, steps: int) -> StepTimes:

@@ -67,20 +67,21 @@ def serial_step_times(config: RunConfig, device: torch.device, warmup: int, step
 
 
 # stage_step_times belongs to the stage-worker rewrite in progress: kept as it was, unformatted.
-# fmt: off
 def stage_step_times(config: RunConfig, device: torch.device, warmup: int, steps: int) -> list[list[float]]:
     """Per timed step, per stage: seconds of that stage worker's whole layer-parallel step."""
+    from layerpar.parallel.methods import micro_batches
     from layerpar.parallel.trainer import LayerParallelTrainer
 
-    config = replace(config, layerpar={"warmup_epochs": 0, "serial_final_epochs": 0},
-                     parallel={"device": device.type})
+    config = replace(
+        config, layerpar={"warmup_epochs": 0, "serial_final_epochs": 0}, parallel={"device": device.type}
+    )
     trainer = LayerParallelTrainer(config)
     runner = trainer.runner
     sync = synchronizer(device)
     stages = config.parallel.stages
     # The pipelined method feeds a step's batch in micro-batches, one loop step each: a step's
     # time is the sum over its micro-batches.
-    micro = config.micro_batches
+    micro = micro_batches(config)
     rows = []
     for step in range(warmup + steps):
         spent = [0.0] * stages
@@ -89,28 +90,25 @@ def stage_step_times(config: RunConfig, device: torch.device, warmup: int, steps
         if step >= warmup:
             rows.append(spent)
     return rows
-# fmt: on
 
 
 def _time_tick(
     runner: Any, tick: int, final: bool, beta: float, sync: Callable[[], None], spent: list[float]
 ) -> None:
     """Run loop step ``tick`` on every worker in turn, adding each phase's time to its stage."""
-    from layerpar.parallel.stage import PARALLEL_PROGRAM
-
     replicas = runner.workers[0].layout.replicas
     for worker in runner.workers:
         sync()
         start = time.perf_counter()
         x, y = runner.plan.batch(tick, worker.replica, replicas)  # every worker draws its batch
-        worker.begin(x, y, beta, final_parallel=final)
+        worker.begin(x, y, beta, final=final)
         sync()
         spent[worker.stage] += time.perf_counter() - start
-    for phase, reverse in PARALLEL_PROGRAM:
-        for worker in reversed(runner.workers) if reverse else runner.workers:
+    for phase in runner.program(serial=False):
+        for worker in reversed(runner.workers) if phase.reverse else runner.workers:
             sync()
             start = time.perf_counter()
-            getattr(worker, phase)()
+            worker.run_phase(phase)
             sync()
             spent[worker.stage] += time.perf_counter() - start
     runner.take_metrics()

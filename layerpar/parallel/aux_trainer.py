@@ -10,18 +10,15 @@ test instrument) nothing is trained and nothing is sent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 
 from layerpar.auxnet import AuxNet, AuxOutput, aux_loss
 from layerpar.parallel.comm import Handle
+from layerpar.parallel.context import StageContext
 from layerpar.parallel.flat import flat_grads, set_flat_grads
 from layerpar.parallel.local_loss import constraint_residual
 from layerpar.parallel.optim import make_aux_optimizer
-
-if TYPE_CHECKING:
-    from layerpar.parallel.stage import StageWorker
 
 Oracle = Callable[[torch.Tensor, torch.Tensor, int], AuxOutput]
 
@@ -30,7 +27,7 @@ class AuxTrainer:
     """The AuxNet replica (or oracle) of one stage worker."""
 
     def __init__(
-        self, worker: StageWorker, aux: AuxNet | None, oracle: Oracle | None, multipliers: bool
+        self, worker: StageContext, aux: AuxNet | None, oracle: Oracle | None, multipliers: bool
     ) -> None:
         if aux is None and oracle is None:
             raise ValueError("an AuxTrainer needs an AuxNet or an oracle")

@@ -81,7 +81,7 @@ class StageWorker:
             module.parameters(), method.optimizer_config(config, stage), total_steps
         )
         self.method: Method = method(self)
-        self.serial = self.method if isinstance(self.method, Serial) else Serial(self)
+        self.serial = self.method if method.serial_only else Serial(self)
         uses_aux = method.needs_aux and layout.stages > 1
         self.aux = AuxTrainer(self, aux, oracle, method.aux_multipliers) if uses_aux else None
         self.step = 0
@@ -129,7 +129,8 @@ class StageWorker:
         return self.method.program
 
     def run_phase(self, phase: Phase) -> None:
-        owner = {"worker": self, "method": self.method, "serial": self.serial, "aux": self.aux}[phase.owner]
+        owners = {"worker": self, "method": self.method, "serial_step": self.serial, "aux": self.aux}
+        owner = owners[phase.owner]
         if owner is not None:
             getattr(owner, phase.name)()
 

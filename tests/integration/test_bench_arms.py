@@ -74,7 +74,6 @@ def _equivalence_worker(rank: int, port: int, configs: list[RunConfig], steps: i
     try:
         from layerpar.bench.arms import layerpar_runner
         from layerpar.bench.minimal_arm import build_step
-        from layerpar.parallel.stage import PARALLEL_PROGRAM
 
         dist.init_process_group("gloo", init_method="env://", timeout=timedelta(seconds=60))
         outcomes = []
@@ -89,9 +88,9 @@ def _equivalence_worker(rank: int, port: int, configs: list[RunConfig], steps: i
                 runner = layerpar_runner(config, total)
                 for i in range(steps):
                     runner.begin(i, config.layerpar.beta)
-                    runner.run(PARALLEL_PROGRAM)
+                    runner.run(runner.program(serial=False))
                     runner.take_metrics()
-                full = {**_named(runner.worker.module, "module."), **_named(runner.worker.aux, "aux.")}
+                full = {**_named(runner.worker.module, "module."), **_named(runner.worker.aux.net, "aux.")}
                 assert minimal.keys() == full.keys()
                 diffs = {k: float((minimal[k] - full[k]).abs().max()) if full[k].numel() else 0.0 for k in full}
                 moved = max(float((full[k] - start[k]).abs().max()) for k in start)

@@ -13,19 +13,28 @@ worker alone in its own process.  Both execute the same code.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 
+from layerpar.auxnet import AuxOutput
 from layerpar.config import OptimConfig, RunConfig
-from layerpar.parallel.comm import Handle
+from layerpar.parallel.context import StageContext
+from layerpar.parallel.step_state import AuxTargets, StepState
 
-if TYPE_CHECKING:
-    from layerpar.auxnet import AuxOutput
-    from layerpar.parallel.stage import StageWorker
+__all__ = [
+    "AUX_PHASES",
+    "END_PHASES",
+    "UPDATE_PHASES",
+    "AuxTargets",
+    "Method",
+    "Phase",
+    "Program",
+    "StepState",
+]
 
-Owner = Literal["worker", "method", "serial", "aux"]
+Owner = Literal["worker", "method", "serial_step", "aux"]
 
 
 @dataclass(frozen=True)
@@ -54,34 +63,6 @@ AUX_PHASES: Program = (
 END_PHASES: Program = (Phase("worker", "end_step"),)
 
 
-@dataclass
-class AuxTargets:
-    """What the AuxNet at boundary k is trained towards this step (λ⁺, μ⁺)."""
-
-    state: torch.Tensor
-    multiplier: torch.Tensor | None
-
-
-@dataclass
-class StepState:
-    """What one step leaves for its later phases (common to every method)."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    beta: float
-    serial: bool = False
-    final: bool = False
-    """Last step of a run of parallel steps: stale methods send nothing and drop what is in
-    flight (no later step of this run would read it)."""
-    cond: torch.Tensor | None = None
-    """Conditioning of this micro-batch for conditioned blocks (None for classifiers)."""
-    aux_out: AuxOutput | None = None
-    aux_targets: AuxTargets | None = None
-    sends: list[Handle] = field(default_factory=list)
-    metrics: dict[str, torch.Tensor | float] = field(default_factory=dict)
-    """Values stay tensors until the loop reads them every ``train.log_every`` steps."""
-
-
 class Method(ABC):
     """A way of training the K modules of a backbone; one instance per stage worker."""
 
@@ -104,7 +85,7 @@ class Method(ABC):
     program: ClassVar[Program]
     """The phases of one parallel step."""
 
-    def __init__(self, worker: StageWorker) -> None:
+    def __init__(self, worker: StageContext) -> None:
         self.worker = worker
 
     # ------------------------------------------------------------------ declarations

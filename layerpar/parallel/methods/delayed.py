@@ -22,10 +22,10 @@ dropped (d updates of module k per run).
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
 
 import torch
 
+from layerpar.parallel.context import StageContext
 from layerpar.parallel.local_loss import constraint_residual, local_loss
 from layerpar.parallel.methods.base import (
     AUX_PHASES,
@@ -38,9 +38,6 @@ from layerpar.parallel.methods.base import (
 )
 from layerpar.parallel.pipeline_schedule import delayed_tick
 from layerpar.parallel.stash import PendingForward, move_gradients
-
-if TYPE_CHECKING:
-    from layerpar.parallel.stage import StageWorker
 
 
 class Delayed(Method):
@@ -58,7 +55,7 @@ class Delayed(Method):
         + END_PHASES
     )
 
-    def __init__(self, worker: StageWorker) -> None:
+    def __init__(self, worker: StageContext) -> None:
         super().__init__(worker)
         self._pending: deque[PendingForward] = deque()
         self._adjoint: torch.Tensor | None = None

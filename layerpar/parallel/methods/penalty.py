@@ -16,11 +16,10 @@ The augmented-Lagrangian method (``al.py``) is this with the AuxNet's multiplier
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from layerpar.auxnet import AuxOutput
+from layerpar.parallel.context import StageContext
 from layerpar.parallel.local_loss import al_targets, constraint_residual, local_loss
 from layerpar.parallel.methods.base import (
     AUX_PHASES,
@@ -31,9 +30,6 @@ from layerpar.parallel.methods.base import (
     Phase,
     predicted_input,
 )
-
-if TYPE_CHECKING:
-    from layerpar.parallel.stage import StageWorker
 
 
 class Penalty(Method):
@@ -50,7 +46,7 @@ class Penalty(Method):
         + END_PHASES
     )
 
-    def __init__(self, worker: StageWorker) -> None:
+    def __init__(self, worker: StageContext) -> None:
         super().__init__(worker)
         self._h: torch.Tensor | None = None
         self._adjoint: torch.Tensor | None = None

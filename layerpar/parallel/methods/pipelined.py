@@ -30,18 +30,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from typing import TYPE_CHECKING
 
 import torch
 
 from layerpar.config import OptimConfig, RunConfig
 from layerpar.errors import ConfigError
+from layerpar.parallel.context import StageContext
 from layerpar.parallel.methods.base import END_PHASES, UPDATE_PHASES, Method, Phase
 from layerpar.parallel.pipeline_schedule import pipeline_delay, pipelined_tick
 from layerpar.parallel.stash import PendingForward, move_gradients, weight_staleness
-
-if TYPE_CHECKING:
-    from layerpar.parallel.stage import StageWorker
 
 
 def default_micro_batches(stages: int) -> int:
@@ -70,7 +67,7 @@ class Pipelined(Method):
     sends_backward = "∂ℓ/∂h_{k−1} of the micro-batch forwarded 2(K−1−k) steps ago"
     program = (Phase("method", "forward_backward"),) + UPDATE_PHASES + (Phase("method", "send"),) + END_PHASES
 
-    def __init__(self, worker: StageWorker) -> None:
+    def __init__(self, worker: StageContext) -> None:
         super().__init__(worker)
         self._pending: deque[PendingForward] = deque()
         self._labels: deque[torch.Tensor] = deque()

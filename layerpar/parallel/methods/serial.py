@@ -11,17 +11,16 @@ step serial (model parallelism without overlap; ``train.mode: serial`` runs it o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
+from layerpar.parallel.context import StageContext
 from layerpar.parallel.local_loss import constraint_residual
 from layerpar.parallel.methods.base import END_PHASES, UPDATE_PHASES, AuxTargets, Method, Phase, Program
 
-if TYPE_CHECKING:
-    from layerpar.parallel.stage import StageWorker
-
-SERIAL_PASS: Program = (Phase("serial", "serial_forward"), Phase("serial", "serial_backward", reverse=True))
+SERIAL_PASS: Program = (
+    Phase("serial_step", "serial_forward"),
+    Phase("serial_step", "serial_backward", reverse=True),
+)
 
 
 class Serial(Method):
@@ -31,7 +30,7 @@ class Serial(Method):
     sends_backward = "∂ℓ/∂h_{k−1} (serial backward)"
     program = SERIAL_PASS + UPDATE_PHASES + END_PHASES
 
-    def __init__(self, worker: StageWorker) -> None:
+    def __init__(self, worker: StageContext) -> None:
         super().__init__(worker)
         self._u: torch.Tensor | None = None
         self._h: torch.Tensor | None = None

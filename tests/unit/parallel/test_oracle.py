@@ -19,11 +19,11 @@ from layerpar.config import load_config
 from layerpar.parallel.comm import LocalHub
 from layerpar.parallel.layout import Layout
 from layerpar.parallel.local_loss import al_targets, local_loss
+from layerpar.parallel.methods import METHODS, Phase
+from layerpar.parallel.objective import Objective
 from layerpar.parallel.optim import make_optimizer
 from layerpar.parallel.partition import split
 from layerpar.parallel.runner import InProcessRunner
-from layerpar.parallel.methods import METHODS, Phase
-from layerpar.parallel.objective import Objective
 from layerpar.parallel.stage import StageWorker
 from tests.helpers.oracle import (
     FIRST_PHASE,
