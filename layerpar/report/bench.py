@@ -1,0 +1,247 @@
+"""Benchmarks (`layerpar bench`): step times, bytes, time-to-target, whole-run training time.
+
+A bench folder's ``summary.json`` holds one result per arm (and K); every ratio is serial's time
+over the arm's.  Blocks ``bench`` and ``bench-seeds``; values ``bench`` and ``overhead``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+
+from layerpar.report.results import (
+    Record,
+    ReportError,
+    Results,
+    Table,
+    mean_std,
+    megabytes,
+    micro_batches,
+    one_arg,
+    recorded_commands,
+    required,
+    signed,
+    times,
+)
+
+PIPELINE_ARMS = ("gpipe", "1f1b", "deepspeed")
+"""The arms a layer-parallel step is compared with at the same K (as in ``layerpar bench``)."""
+
+ARMS = {
+    "serial": "serial backprop",
+    "layerpar-minimal": "layerpar-minimal (hand-written loop, same math)",
+    "ddp": "DDP",
+    "gpipe": "GPipe (torch.distributed.pipelining)",
+    "1f1b": "1F1B",
+    "deepspeed": "DeepSpeed pipeline",
+    "serial-threads": "serial, K threads (informational)",
+}
+"""The arms as the tables name them (``layerpar`` is labelled by its method, see ``arm_label``)."""
+
+
+def bench_summary(results: Results, folder: str) -> Record:
+    summary = results.load(f"{folder}/summary.json")
+    if not summary.get("results"):
+        raise ReportError(f"results/{folder}/summary.json has no results")
+    return summary
+
+
+def pick(summary: Record, arm: str) -> Record:
+    """The result of ``arm``, or ``arm@K`` where the arm ran at several K."""
+    name, _, devices = arm.partition("@")
+    found = [
+        r
+        for r in summary["results"]
+        if r["arm"] == name and (not devices or int(r["devices"]) == int(devices))
+    ]
+    if len(found) != 1:
+        raise ReportError(f"{len(found)} results match arm {arm!r}; write arm@K where it ran at several K")
+    return found[0]
+
+
+def arm_label(r: Record) -> str:
+    """The arm as the README names it, with what defines its schedule (method, micro-batches)."""
+    if r["arm"] == "layerpar":
+        config = r["config"]
+        method = config["layerpar"]["method"]
+        if method == "pipelined":
+            return f"layerpar (pipelined, M = {micro_batches(config)})"
+        return f"layerpar ({method}, AuxNet)"
+    label = ARMS.get(str(r["arm"]), str(r["arm"]))
+    return f"{label}, M = {r['microbatches']}" if r.get("microbatches") else label
+
+
+def step_ratio(summary: Record, r: Record) -> float:
+    return float(pick(summary, "serial")["step_time_s_median"]) / float(r["step_time_s_median"])
+
+
+def pipeline_ratio(summary: Record, r: Record) -> float | None:
+    """Against the fastest pipeline arm at the same K (``layerpar bench``'s rule)."""
+    pipes = [
+        float(p["step_time_s_median"])
+        for p in summary["results"]
+        if p["arm"] in PIPELINE_ARMS and p["devices"] == r["devices"]
+    ]
+    return min(pipes) / float(r["step_time_s_median"]) if pipes else None
+
+
+def time_ratio(summary: Record, r: Record, key: str) -> float | None:
+    """Serial's time over this arm's: ``time_to_target_s`` or the whole run's ``train_time_s``."""
+    serial, mine = pick(summary, "serial").get(key), r.get(key)
+    return float(serial) / float(mine) if serial and mine else None
+
+
+def _time_cell(summary: Record, r: Record, key: str) -> str:
+    """``147.2 (1.99×)``; ``not reached`` for a trained arm that missed the target; blank if untrained."""
+    if r.get("final_test_acc") is None:
+        return ""
+    if r.get(key) is None:
+        return "not reached"
+    ratio = time_ratio(summary, r, key)
+    return f"{float(r[key]):.1f}" + (f" ({times(ratio)})" if r["arm"] != "serial" and ratio else "")
+
+
+def bench_table(results: Results, args: Sequence[str]) -> Table:
+    """A multi-process `layerpar bench` run: every arm's step, ratios, bytes and (trained arms)
+    accuracy, time to target and whole-run training time, each with its ratio to serial."""
+    folder = one_arg("bench", args)
+    summary = bench_summary(results, folder)
+    header = (
+        "arm",
+        "devices",
+        "step (s)",
+        "spread (s)",
+        "vs serial",
+        "vs best pipeline",
+        "bytes/step",
+        "final test acc",
+        "time to target (s)",
+        "whole run (s)",
+    )
+    rows = [_bench_row(summary, r) for r in summary["results"]]
+    return Table(
+        header, rows, (f"{folder}/summary.json",), recorded_commands([summary]), _bench_notes(summary)
+    )
+
+
+def _bench_row(summary: Record, r: Record) -> tuple[str, ...]:
+    vs_pipe = pipeline_ratio(summary, r)
+    acc = r.get("final_test_acc")
+    return (
+        arm_label(r),
+        str(r["devices"]),
+        f"{float(r['step_time_s_median']):.3f}",
+        f"{float(r['step_time_s_spread']):.3f}",
+        times(step_ratio(summary, r)),
+        times(vs_pipe) if vs_pipe else "",
+        megabytes(float(r["bytes_per_step"])),
+        f"{float(acc):.4f}" if acc is not None else "",
+        _time_cell(summary, r, "time_to_target_s"),
+        _time_cell(summary, r, "train_time_s"),
+    )
+
+
+def _bench_notes(summary: Record) -> tuple[str, ...]:
+    """What a trained row rests on: its seed count, the target and the evaluation interval."""
+    serial = pick(summary, "serial")
+    if serial.get("final_test_acc") is None:
+        return ("Step times only (no `--train`).",)
+    seeds = sorted(
+        {int(r["config"]["train"]["seed"]) for r in summary["results"] if r.get("final_test_acc") is not None}
+    )
+    interval = int(serial["epochs_log"][0]["step"])
+    plural = "seed" if len(seeds) == 1 else "seeds"
+    return (
+        f"Accuracy and times: {len(seeds)} {plural} ({', '.join(map(str, seeds))}), trained to the "
+        f"end of the preset; target {float(serial['target_acc']):.4f} (serial's final − 0.5 pt), "
+        f"evaluated every {interval} batches, so a time to target is resolved to one interval; whole "
+        "run = training time of all steps, evaluation excluded.",
+    )
+
+
+def bench_seeds_table(results: Results, args: Sequence[str]) -> Table:
+    """The same bench run repeated with other seeds (``--set train.seed=S``): every ratio to serial
+    as mean ± std over the seeds, so that a headline speedup does not rest on one seed."""
+    if len(args) < 2:
+        raise ReportError(f"bench-seeds takes two bench folders or more, got {list(args)}")
+    summaries = [bench_summary(results, folder) for folder in args]
+    seeds = [int(pick(s, "serial")["config"]["train"]["seed"]) for s in summaries]
+    if len(set(seeds)) != len(seeds):
+        raise ReportError(f"the bench folders {list(args)} repeat a seed: {seeds}")
+    header = (
+        "arm",
+        "seeds",
+        "step vs serial",
+        "final test acc",
+        "time to target vs serial",
+        "whole run vs serial",
+    )
+    arms = [r["arm"] for r in summaries[0]["results"] if r["arm"] != "serial"]
+    rows = [_seeds_row(summaries, arm, seeds) for arm in arms]
+    return Table(header, rows, tuple(f"{f}/summary.json" for f in args), recorded_commands(summaries))
+
+
+def _seeds_row(summaries: Sequence[Record], arm: str, seeds: Sequence[int]) -> tuple[str, ...]:
+    mine = [(s, pick(s, arm)) for s in summaries]
+    accs = [float(r["final_test_acc"]) for _, r in mine if r.get("final_test_acc") is not None]
+    ttt = [time_ratio(s, r, "time_to_target_s") for s, r in mine]
+    whole = [time_ratio(s, r, "train_time_s") for s, r in mine]
+    return (
+        arm_label(mine[0][1]),
+        ",".join(map(str, seeds)),
+        _spread([step_ratio(s, r) for s, r in mine]),
+        mean_std(accs) if accs else "",
+        _spread(ttt),
+        _spread(whole),
+    )
+
+
+def _spread(ratios: Sequence[float | None]) -> str:
+    """``1.79 ± 0.03×`` over the seeds; blank where no seed has the ratio, and the count where only
+    some do (a target reached on some seeds only)."""
+    known = [r for r in ratios if r is not None]
+    if not known:
+        return ""
+    text = (
+        times(known[0])
+        if len(known) == 1
+        else f"{statistics.mean(known):.2f} ± {statistics.stdev(known):.2f}×"
+    )
+    return text if len(known) == len(ratios) else f"{text} ({len(known)} of {len(ratios)} seeds)"
+
+
+BENCH_VALUES: dict[str, Callable[[Record, Record], str]] = {
+    "speedup": lambda s, r: times(step_ratio(s, r)),
+    "vs-pipeline": lambda s, r: times(required(pipeline_ratio(s, r), "a pipeline arm at this K")),
+    "bytes": lambda s, r: megabytes(float(r["bytes_per_step"])),
+    "step-ms": lambda s, r: f"{1000 * float(r['step_time_s_median']):.1f}",
+    "acc": lambda s, r: f"{float(r['final_test_acc']):.4f}",
+    "acc-gap": lambda s, r: signed(
+        100 * (float(r["final_test_acc"]) - float(pick(s, "serial")["final_test_acc"])), 1
+    ),
+    "target": lambda s, r: f"{float(r['target_acc']):.4f}",
+    "ttt": lambda s, r: f"{float(required(r.get('time_to_target_s'), 'a time to target')):.0f}",
+    "ttt-ratio": lambda s, r: times(required(time_ratio(s, r, "time_to_target_s"), "both times to target")),
+    "whole": lambda s, r: f"{float(r['train_time_s']):.0f}",
+    "whole-ratio": lambda s, r: times(required(time_ratio(s, r, "train_time_s"), "both training times")),
+}
+"""``bench FOLDER QUANTITY ARM``: one number of a bench run, formatted as its table cell is."""
+
+
+def value_bench(results: Results, args: Sequence[str]) -> str:
+    if len(args) != 3 or args[1] not in BENCH_VALUES:
+        raise ReportError(
+            f"bench takes FOLDER QUANTITY ARM, QUANTITY one of {sorted(BENCH_VALUES)}; got {list(args)}"
+        )
+    folder, quantity, arm = args
+    summary = bench_summary(results, folder)
+    return BENCH_VALUES[quantity](summary, pick(summary, arm))
+
+
+def value_overhead(results: Results, args: Sequence[str]) -> str:
+    """``overhead FOLDER ARM BASE``: how much longer ARM's step is than BASE's (``+2.7 %``)."""
+    if len(args) != 3:
+        raise ReportError(f"overhead takes FOLDER ARM BASE, got {list(args)}")
+    summary = bench_summary(results, args[0])
+    arm, base = (float(pick(summary, a)["step_time_s_median"]) for a in args[1:])
+    return f"{signed(100 * (arm / base - 1), 1)} %"

@@ -1,0 +1,155 @@
+"""The scaling model (``layerpar bench --predict``) against measurement, and one-device runs.
+
+A bench folder's ``predict/predictions.json`` validates the model against every measured arm;
+``predict/profile.json`` holds the profiled forward times.  Blocks ``bench-one-device`` and
+``costmodel``; values ``model-error``, ``costmodel-range`` and ``forward-ms``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from layerpar.report.bench import bench_summary, pick, step_ratio
+from layerpar.report.results import (
+    Record,
+    ReportError,
+    Results,
+    Table,
+    device_name,
+    one_arg,
+    recorded_commands,
+    signed,
+    times,
+)
+
+
+def one_device_table(results: Results, args: Sequence[str]) -> Table:
+    """A `layerpar bench --one-device` run: each K's slowest stage, its stages, and the scaling
+    model's prediction for K devices with its error."""
+    folder = one_arg("bench-one-device", args)
+    summary = bench_summary(results, folder)
+    predictions = results.load(f"{folder}/predict/predictions.json")
+    link = predictions["link"]["name"]
+    header = ("arm", "K", "step (ms)", "per-stage step (ms)", "vs serial", f"model, {link} (ms)")
+    rows = [_one_device_row(summary, predictions, r) for r in summary["results"]]
+    sources = (f"{folder}/summary.json", f"{folder}/predict/predictions.json")
+    note = (
+        f"Measured on one {device_name(pick(summary, 'serial'))}: each stage's phases run in turn, "
+        "so a K row is the step K devices would take without communication.",
+    )
+    return Table(header, rows, sources, recorded_commands([summary]), note)
+
+
+def _one_device_row(summary: Record, predictions: Record, r: Record) -> tuple[str, ...]:
+    stages = [1000 * float(s) for s in r.get("stage_step_s_median", [])]
+    shown = (
+        ", ".join(f"{s:.1f}" for s in stages)
+        if len(stages) <= 4
+        else f"{min(stages):.1f} … {max(stages):.1f}"
+    )
+    model = validation(predictions, r["arm"], int(r["devices"]))
+    predicted = f"{1000 * float(model['predicted_s']):.1f} ({signed(100 * float(model['rel_error']), 0)} %)"
+    return (
+        r["arm"],
+        str(r["stages"]),
+        f"{1000 * float(r['step_time_s_median']):.1f}",
+        shown,
+        times(step_ratio(summary, r)),
+        predicted,
+    )
+
+
+def validation(predictions: Record, arm: str, devices: int) -> Record:
+    """The scaling model's check against one measured arm (``predict/predictions.json``)."""
+    for entry in predictions["validation"]:
+        if entry["arm"] == arm and int(entry["devices"]) == devices and entry.get("predicted_s") is not None:
+            return entry
+    raise ReportError(f"the scaling model made no prediction for {arm} on {devices} devices")
+
+
+def costmodel_table(results: Results, args: Sequence[str]) -> Table:
+    """The scaling model (``--predict``) against every measured arm of the matching bench folders:
+    the evidence for any "the model is within x %" sentence."""
+    pattern = one_arg("costmodel", args)
+    paths = results.glob(f"{pattern}/predict/predictions.json")
+    header = (
+        "bench run",
+        "arm",
+        "devices",
+        "measured (s)",
+        "predicted (s)",
+        "error",
+        "error, contention-corrected",
+    )
+    rows, records = [], []
+    for path in paths:
+        predictions = results.load(path)
+        records.append(predictions)
+        run = path.split("/predict/")[0].removeprefix("bench/")
+        rows += [
+            _costmodel_row(run, e) for e in predictions["validation"] if e.get("predicted_s") is not None
+        ]
+    return Table(header, rows, (f"{pattern}/predict/predictions.json",), recorded_commands(records))
+
+
+def _costmodel_row(run: str, e: Record) -> tuple[str, ...]:
+    contended = e.get("rel_error_contended")
+    return (
+        run,
+        e["arm"],
+        str(e["devices"]),
+        f"{float(e['measured_s']):.3f}",
+        f"{float(e['predicted_s']):.3f}",
+        f"{signed(100 * float(e['rel_error']), 0)} %",
+        f"{signed(100 * float(contended), 0)} %" if contended is not None else "",
+    )
+
+
+def value_model_error(results: Results, args: Sequence[str]) -> str:
+    """``model-error ARM@K FOLDER...``: the scaling model's error for one arm, or its range over
+    several bench runs (``24–80``, unsigned when every error has the same sign)."""
+    if len(args) < 2:
+        raise ReportError(f"model-error takes ARM[@K] FOLDER..., got {list(args)}")
+    name, _, devices = args[0].partition("@")
+    errors = [
+        100
+        * float(
+            validation(results.load(f"{f}/predict/predictions.json"), name, int(devices or 1))["rel_error"]
+        )
+        for f in args[1:]
+    ]
+    return error_range(errors)
+
+
+def error_range(errors: Sequence[float]) -> str:
+    """One error signed (``+80 %``); several as a range, unsigned when all share a sign (``24–80 %``:
+    the sentence says over or under), signed where they straddle zero."""
+    if len(errors) == 1:
+        return f"{signed(errors[0], 0)} %"
+    if min(errors) < 0 < max(errors):
+        return f"{signed(min(errors), 0)} to {signed(max(errors), 0)} %"
+    low, high = sorted(abs(e) for e in (min(errors), max(errors)))
+    return f"{low:.0f}–{high:.0f} %"
+
+
+def value_costmodel_range(results: Results, args: Sequence[str]) -> str:
+    """``costmodel-range GLOB``: the scaling model's error range over every arm of the matching runs."""
+    paths = results.glob(f"{one_arg('costmodel-range', args)}/predict/predictions.json")
+    errors = [
+        100 * float(e["rel_error"])
+        for p in paths
+        for e in results.load(p)["validation"]
+        if e.get("predicted_s") is not None
+    ]
+    return error_range(errors)
+
+
+def value_forward_ms(results: Results, args: Sequence[str]) -> str:
+    """``forward-ms FOLDER``: the range of the whole forward's time over the profiled batch sizes,
+    with those sizes (the evidence that a GPU step is launch-bound)."""
+    profile = results.load(f"{one_arg('forward-ms', args)}/predict/profile.json")
+    timings = {int(t["batch"]): 1000 * sum(map(float, t["forward_s"])) for t in profile["timings"]}
+    return (
+        f"{min(timings.values()):.1f}–{max(timings.values()):.1f} ms at every batch size from "
+        f"{min(timings)} to {max(timings)}"
+    )
