@@ -104,7 +104,7 @@ def run(bench: BenchConfig) -> int:
         out = run_bench(bench)
         measured = out / "summary.json"
     if bench.predict:
-        from layerpar.bench.predict import run_predict
+        from layerpar.bench.predict_run import run_predict
 
         assert measured is not None
         modelled = registry.predictable()

@@ -52,7 +52,7 @@ class BenchConfig:
     """Target test accuracy of ``--train`` (None: serial's final accuracy − 0.005)."""
     eval_every_steps: int | None = None
     predict: bool = False
-    """Profile this machine and predict every arm with a cost model (``predict.run_predict``)."""
+    """Profile this machine and predict every arm with a cost model (``predict_run.run_predict``)."""
     max_stages: int = 64
     replicas: tuple[int, ...] = (1,)
     """Data-parallel replicas to predict."""

@@ -6,9 +6,9 @@ has: K = 1…64 stages, stages × replicas, NVLink or InfiniBand links.
 Devices.  Every device of a parallel arm is assumed as fast as the one the profile was measured
 on; ``contention`` (≥ 1, default 1) multiplies the compute of arms that run on several devices at
 once, for machines whose "devices" share memory bandwidth (CPU cores; see
-``profile.measure_contention``).  Communication and compute on a device do not overlap (gloo on
-one CPU thread mostly serialises them; for GPUs this is pessimistic for DDP, whose bucketed
-all-reduce hides behind the backward pass).
+``profile_contention.measure_contention``).  Communication and compute on a device do not
+overlap (gloo on one CPU thread mostly serialises them; for GPUs this is pessimistic for DDP,
+whose bucketed all-reduce hides behind the backward pass).
 
 Links.  ``p2p(n) = latency + n / bandwidth``; ring all-reduce over ``r`` ranks:
 ``2(r−1)/r · n / bandwidth + 2(r−1) · latency``.

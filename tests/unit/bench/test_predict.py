@@ -7,12 +7,9 @@ import json
 import pytest
 
 from layerpar.bench.costmodel import LINKS, Link
-from layerpar.bench.predict import (
-    load_summary,
-    predict_table,
-    validate,
-    write_predictions,
-)
+from layerpar.bench.predict import predict_table
+from layerpar.bench.predict_report import write_predictions
+from layerpar.bench.validate import load_summary, validate
 from layerpar.errors import ConfigError
 from tests.unit.bench.fakes import hand_profile
 

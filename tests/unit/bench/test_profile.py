@@ -9,13 +9,9 @@ import torch
 
 from layerpar.bench.costmodel import get_link
 from layerpar.bench.predict import predict
-from layerpar.bench.profile import (
-    Profile,
-    default_batch_sizes,
-    measure_contention,
-    measure_profile,
-    partition_bounds,
-)
+from layerpar.bench.profile import Profile, partition_bounds
+from layerpar.bench.profile_contention import measure_contention
+from layerpar.bench.profile_measure import default_batch_sizes, measure_profile
 from layerpar.config import load_config, replace
 from layerpar.parallel.partition import split
 from layerpar.parallel.setup import build_model_for, build_setup
