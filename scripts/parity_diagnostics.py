@@ -24,6 +24,7 @@ import torch
 
 from layerpar.config import load_config
 from layerpar.parallel import stage
+from layerpar.parallel.methods import penalty
 from layerpar.parallel.trainer import LayerParallelTrainer
 
 BASE = ["data.dataset=fashion_mnist", "data.train_limit=20000", "model.name=resnet20", "train.epochs=3",
@@ -54,7 +55,7 @@ def install(freeze: str, h_target: bool) -> None:
 
     stage.StageWorker.finish_stage_update = finish_stage_update  # type: ignore[method-assign]
     if h_target:
-        stage.al_targets = lambda h, m, v, beta, clip=None: (h, v)  # type: ignore[assignment]
+        penalty.al_targets = lambda h, m, v, beta, clip=None: (h, v)  # type: ignore[assignment]
 
 
 def run(name: str, out: Path) -> None:

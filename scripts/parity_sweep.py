@@ -56,7 +56,7 @@ VARIANTS: dict[str, list[str]] = {
     # Periodic serial steps inside the parallel phase.
     "al-b0.01-every2-hybrid0.5": ["layerpar.beta=0.01", "layerpar.serial_every=2", "layerpar.serial_final_epochs=0.5"],
     "al-b0.01-every4-hybrid0.5": ["layerpar.beta=0.01", "layerpar.serial_every=4", "layerpar.serial_final_epochs=0.5"],
-    # Stale-adjoint variant (parallel/delayed.py): the true adjoint of the same batch, K−1−k steps late.
+    # Stale-adjoint variant (parallel/methods/delayed.py): the true adjoint of the same batch, K−1−k steps late.
     "delayed-b0.01-hybrid0.5": ["layerpar.method=delayed", "layerpar.beta=0.01", "layerpar.warmup_epochs=1",
                                 "layerpar.serial_final_epochs=0.5"],
     "delayed-b0.01": ["layerpar.method=delayed", "layerpar.beta=0.01", "layerpar.warmup_epochs=1",
@@ -76,7 +76,7 @@ VARIANTS: dict[str, list[str]] = {
                                                "layerpar.serial_final_epochs=0.5"],
     "delayed-b0.01-w0.25": ["layerpar.method=delayed", "layerpar.beta=0.01", "layerpar.warmup_epochs=0.25",
                             "layerpar.serial_final_epochs=0"],
-    # Pipelined variant (parallel/pipelined.py): true inputs one step late, true adjoints
+    # Pipelined variant (parallel/methods/pipelined.py): true inputs one step late, true adjoints
     # 2(K−1−k) steps late; no AuxNet in the parallel steps, so no warm-up is needed.
     "pipelined": ["layerpar.method=pipelined", "layerpar.accumulate=1", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0"],
     "pipelined-hybrid0.5": ["layerpar.method=pipelined", "layerpar.accumulate=1", "layerpar.warmup_epochs=0",

@@ -27,7 +27,7 @@ parameter bytes; every rank prepares the global batch, ``batch_s``):
   ``step = max_k ready_k + allreduce_{K·R}(AuxNet bytes) + adam(AuxNet bytes)``.
   (The issue's simpler form ``max_k[f+b+aux+opt] + p2p + allreduce`` is the special case where
   the adjoint never waits.)
-* layerpar with ``layerpar.method: pipelined`` (parallel/pipelined.py): every step is M
+* layerpar with ``layerpar.method: pipelined`` (parallel/methods/pipelined.py): every step is M
   micro-batches of B/(R·M) (M from the config, by default the smallest power of two ≥ 2(K−1)),
   and no stage waits inside a micro-batch: each sends its output forward and its input gradient
   back for the next one.  ``step = batch + M·max_k[c·(f_k + b_k) + p2p(out_k) + p2p(in_k)]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import platform
+import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,9 @@ def environment() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {
+        # The command line of the process writing the record (spawned workers inherit the
+        # driver's), so a result file says how it was made.
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else None,
         "git_commit": commit,
         "torch": torch.__version__,
         "python": platform.python_version(),

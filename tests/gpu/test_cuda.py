@@ -11,8 +11,8 @@ from torch.nn import functional as F
 
 from layerpar.auxnet import OracleAux
 from layerpar.config import load_config
-from layerpar.parallel.stage import PARALLEL_PROGRAM
 from layerpar.parallel.trainer import LayerParallelTrainer
+from tests.helpers.oracle import FIRST_PHASE
 
 ROOT = Path(__file__).resolve().parents[2]
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -37,7 +37,7 @@ def test_oracle_property_on_cuda(tmp_path: Path, stages: int) -> None:
     )
     reference = copy.deepcopy(trainer.setup.model)
     trainer.runner.begin(0, 0.01)
-    trainer.runner.run(PARALLEL_PROGRAM[:1])
+    trainer.runner.run(FIRST_PHASE)
     x, y = trainer.data.plan.batch(0)
     F.cross_entropy(reference(x.cuda().double()), y.cuda()).backward()
     parallel = [g for w in trainer.workers for g in w.stage_gradients()]

@@ -1,4 +1,5 @@
-"""Serial backprop (``SerialTrainer``) equals a plain torch training loop, bit for bit in float64.
+"""Serial backprop (``SerialTrainer``) equals a plain torch training loop exactly in float64
+(tolerance 1e-12; the measured difference is 0).
 
 Serial backprop is the oracle every layer-parallel path is tested against, so it is itself
 checked here against the most ordinary training loop there is, written out in this file: no
