@@ -7,6 +7,8 @@ each ``--set section.key=value`` override.  An unknown key fails and names the v
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +18,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from layerpar.errors import ConfigError
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 Balance = Literal["blocks", "params", "time"]
 
@@ -227,7 +231,7 @@ class RunConfig:
             )
         if self.layerpar.accumulate is not None:
             _check_positive("layerpar.accumulate", self.layerpar.accumulate)
-        _check_positive("train.log_every", self.train.log_every)
+        _check_values(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -236,6 +240,73 @@ class RunConfig:
 def _check_positive(name: str, value: int) -> None:
     if value < 1:
         raise ConfigError(f"{name} must be >= 1, got {value}")
+
+
+def _check_number(
+    name: str,
+    value: float | None,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+) -> None:
+    """A finite number in range (None passes: the field is optional)."""
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}")
+    if above is not None and not value > above:
+        raise ConfigError(f"{name} must be > {above:g}, got {value:g}")
+    if at_least is not None and not value >= at_least:
+        raise ConfigError(f"{name} must be >= {at_least:g}, got {value:g}")
+    if below is not None and not value < below:
+        raise ConfigError(f"{name} must be < {below:g}, got {value:g}")
+
+
+def _check_values(config: RunConfig) -> None:
+    """Every value in its valid range, at load time: a bad value fails before any work is done."""
+    m, d, o, a, lp, p, t = (
+        config.model,
+        config.data,
+        config.optim,
+        config.aux,
+        config.layerpar,
+        config.parallel,
+        config.train,
+    )
+    for name, count in (
+        ("model.width", m.width),
+        ("model.hidden", m.hidden),
+        ("model.depth", m.depth),
+        ("aux.width", a.width),
+        ("aux.stem_stride", a.stem_stride),
+        ("train.eval_every", t.eval_every),
+        ("train.log_every", t.log_every),
+        ("parallel.threads_per_worker", p.threads_per_worker),
+    ):
+        _check_positive(name, count)
+    for name, optional in (
+        ("data.train_limit", d.train_limit),
+        ("data.test_limit", d.test_limit),
+        ("train.eval_every_steps", t.eval_every_steps),
+        ("train.stop_at_step", t.stop_at_step),
+    ):
+        if optional is not None:
+            _check_positive(name, optional)
+    _check_number("data.crop_pad", d.crop_pad, at_least=0)
+    _check_number("aux.blocks_per_stage", a.blocks_per_stage, at_least=0)
+    _check_number("optim.lr", o.lr, above=0)
+    _check_number("optim.momentum", o.momentum, at_least=0, below=1)
+    _check_number("optim.weight_decay", o.weight_decay, at_least=0)
+    _check_number("aux.lr", a.lr, above=0)
+    _check_number("layerpar.beta", lp.beta, above=0)
+    _check_number("layerpar.gamma", lp.gamma, at_least=0)
+    _check_number("layerpar.warmup_epochs", lp.warmup_epochs, at_least=0)
+    _check_number("layerpar.serial_final_epochs", lp.serial_final_epochs, at_least=0)
+    _check_number("layerpar.al_step_clip", lp.al_step_clip, above=0)
+    _check_number("layerpar.bn_reestimate_batches", lp.bn_reestimate_batches, at_least=0)
+    _check_number("train.epochs", t.epochs, above=0)
+    _check_number("parallel.timeout_s", p.timeout_s, above=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,6 +362,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            # YAML 1.1 reads 1e-3 (no dot in the mantissa) as a string: it is a number here.
+            return float(value)
         raise ConfigError(f"{where} must be a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):
@@ -317,10 +391,11 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, presets: str = "configs/") -> dict[str, Any]:
+    """A YAML mapping from ``path``; ``presets`` names where the shipped examples live."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; presets live in configs/")
+        raise ConfigError(f"config file {path} does not exist; presets live in {presets}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:

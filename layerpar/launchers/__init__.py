@@ -23,7 +23,9 @@ def launch_training(config: RunConfig, cluster: ClusterConfig, resume: bool = Fa
     if cluster.launcher == "local":
         from layerpar.launchers.local import launch_local
 
-        return launch_local(config, resume=resume, timeout_s=cluster.timeout_min * 60)
+        return launch_local(
+            config, resume=resume, timeout_s=cluster.timeout_min * 60, port=cluster.master_port
+        )
     if cluster.launcher == "torchrun":
         from layerpar.launchers.torchrun import launch_torchrun
 

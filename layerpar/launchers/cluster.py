@@ -6,11 +6,13 @@ Shared keys at the top; launcher-specific keys under ``slurm:``, ``ray:``, ``mpi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from layerpar.config import from_dict, load_yaml
+from layerpar.errors import ConfigError
 
 LauncherName = Literal["inprocess", "local", "torchrun", "ray", "slurm", "mpi"]
 
@@ -68,6 +70,27 @@ class ClusterConfig:
     ray: RaySection = field(default_factory=RaySection)
     mpi: MpiSection = field(default_factory=MpiSection)
 
+    def __post_init__(self) -> None:
+        checks = [
+            ("nodes", self.nodes >= 1, ">= 1"),
+            (
+                "workers_per_node",
+                self.workers_per_node is None or self.workers_per_node >= 1,
+                ">= 1 (or null)",
+            ),
+            ("gpus_per_node", self.gpus_per_node >= 0, ">= 0"),
+            ("cpus_per_worker", self.cpus_per_worker >= 1, ">= 1"),
+            ("timeout_min", math.isfinite(self.timeout_min) and self.timeout_min > 0, "a number > 0"),
+            (
+                "master_port",
+                self.master_port is None or 1 <= self.master_port <= 65535,
+                "in 1..65535 (or null)",
+            ),
+        ]
+        for name, valid, rule in checks:
+            if not valid:
+                raise ConfigError(f"cluster config: {name} must be {rule}, got {getattr(self, name)!r}")
+
     def workers_on_each_node(self, world_size: int) -> int:
         if self.workers_per_node is not None:
             return self.workers_per_node
@@ -78,4 +101,4 @@ def load_cluster_config(path: str | Path | None) -> ClusterConfig:
     """Read a cluster config; None gives the in-process default."""
     if path is None:
         return ClusterConfig(launcher="inprocess")
-    return from_dict(ClusterConfig, load_yaml(path), Path(path).name)
+    return from_dict(ClusterConfig, load_yaml(path, presets="cluster_configs/"), Path(path).name)

@@ -40,7 +40,7 @@ def _check_alive(procs: list[Any], pending: set[int]) -> None:
 
 
 def launch_local(
-    config: RunConfig, resume: bool = False, timeout_s: float | None = None
+    config: RunConfig, resume: bool = False, timeout_s: float | None = None, port: int | None = None
 ) -> dict[str, Any] | None:
     """Run ``stages × replicas`` worker processes here; returns rank 0's run summary.
 
@@ -49,7 +49,7 @@ def launch_local(
     world_size = config.parallel.stages * config.parallel.replicas
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    port = free_port()
+    port = port or free_port()
     procs = [
         ctx.Process(target=_entry, args=(r, world_size, port, config, resume, results), daemon=False)
         for r in range(world_size)

@@ -318,3 +318,33 @@ def test_replace_validates():
 def test_to_dict_round_trips():
     c = load_config(None, ["model.name=mlp", "layerpar.beta_final=0.1", "data.train_limit=50"])
     assert from_dict(RunConfig, c.to_dict()) == c
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=-1", r"optim\.lr must be > 0, got -1"),
+        ("optim.lr=.inf", r"optim\.lr must be a finite number"),
+        ("optim.momentum=1.5", r"optim\.momentum must be < 1"),
+        ("model.width=0", r"model\.width must be >= 1, got 0"),
+        ("train.eval_every=0", r"train\.eval_every must be >= 1"),
+        ("train.eval_every_steps=0", r"train\.eval_every_steps must be >= 1"),
+        ("train.epochs=0", r"train\.epochs must be > 0, got 0"),
+        ("train.epochs=-1", r"train\.epochs must be > 0"),
+        ("train.stop_at_step=-3", r"train\.stop_at_step must be >= 1"),
+        ("parallel.timeout_s=0", r"parallel\.timeout_s must be > 0"),
+    ],
+)
+def test_out_of_range_values_fail_at_load_with_the_rule(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_exponent_floats_are_numbers_in_set_and_in_yaml(tmp_path):
+    """YAML 1.1 reads 1e-3 (no dot) as a string; the config reads it as the number it is."""
+    assert load_config(None, ["optim.lr=1e-3"]).optim.lr == pytest.approx(1e-3)
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 2e-2\n")
+    assert load_config(path).optim.lr == pytest.approx(2e-2)
+    with pytest.raises(ConfigError, match="optim.lr must be a number"):
+        load_config(None, ["optim.lr=fast"])

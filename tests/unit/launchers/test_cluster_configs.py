@@ -53,3 +53,23 @@ def test_mpirun_command_allows_root_only_as_root() -> None:
     assert ("--allow-run-as-root" in command) == (os.geteuid() == 0)
     assert command[command.index("-np") + 1] == "3" and "--oversubscribe" in command
     assert command[-6:] == [sys.executable, "-m", "layerpar.launchers.mpi_entry", "--config", "/r/config.yaml", "--resume"][-6:]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("launcher: local\nnodes: 0\n", "nodes must be >= 1, got 0"),
+        ("launcher: local\ntimeout_min: -1\n", "timeout_min must be a number > 0"),
+        ("launcher: local\nmaster_port: 70000\n", "master_port must be in 1..65535"),
+    ],
+)
+def test_bad_cluster_values_name_the_rule(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_cluster_config(path)
+
+
+def test_a_missing_cluster_file_points_at_cluster_configs(tmp_path):
+    with pytest.raises(ConfigError, match="presets live in cluster_configs/"):
+        load_cluster_config(tmp_path / "missing.yaml")
