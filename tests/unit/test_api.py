@@ -3,6 +3,7 @@ through ``layerpar.fit`` obeys the same exactness properties as the built-in bac
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import layerpar
 from layerpar.auxnet import OracleAux
 from layerpar.errors import ConfigError
 from tests.helpers.oracle import FIRST_PHASE, relative_error, run_capturing, serial_gradients
+from tests.helpers.user_model import build as build_user_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,28 +38,23 @@ def test_readme_api_example_runs_and_the_parallel_methods_learn_what_serial_lear
     assert "pipelined: test accuracy" in printed and "al: test accuracy" in printed
     serial = namespace["serial"]
     assert serial.final_test_acc > 0.9, "the example task must be learnable, or the comparison says nothing"
-    runs = sorted((tmp_path / "runs").iterdir())
-    assert len(runs) == 3  # serial, pipelined, al
-    for run_dir in runs:
-        record = (run_dir / "summary.json").read_text()
-        assert '"model": "user"' in record
-    # The pipelined run of the user model reaches the serial accuracy within a few points.
-    last = namespace["run"]  # the al run; the pipelined one is in runs/
-    assert last.final_test_acc > 0.75
+    runs = {}
+    for summary_path in (tmp_path / "runs").glob("*/summary.json"):
+        record = json.loads(summary_path.read_text())
+        assert record["model"] == "user" and record["dataset"] == "user"
+        runs[record["method"]] = record
+    assert set(runs) == {"serial", "pipelined", "al"}
+    # The pipelined method learns what serial backprop learns on the user's model (this toy,
+    # 4 epochs: within 5 points).
+    assert runs["pipelined"]["final_test_acc"] > serial.final_test_acc - 0.05
+    # The AL run's first epoch is its serial warm-up: serial backprop exactly, same accuracy.
+    assert runs["al"]["epochs_log"][0]["test_acc"] == runs["serial"]["epochs_log"][0]["test_acc"]
 
 
 def _user_model() -> nn.Sequential:
+    """The residual MLP with BatchNorm of tests/helpers/user_model.py, in float64."""
     torch.manual_seed(0)
-
-    class Block(nn.Module):
-        def __init__(self, width: int) -> None:
-            super().__init__()
-            self.body = nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width), nn.Tanh())
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x + self.body(x)
-
-    return nn.Sequential(nn.Linear(2, 16), *[Block(16) for _ in range(5)], nn.Linear(16, 3)).double()
+    return build_user_model(None).double()
 
 
 def _user_data() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
