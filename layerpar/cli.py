@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", help="a model.pt, or the run folder holding it")
     evaluate.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
 
+    export = sub.add_parser(
+        "export",
+        help="write a run's assembled backbone as a plain state_dict (newest complete checkpoint set)",
+    )
+    export.add_argument("source", help="a run folder (runs/<run>) or a model.pt")
+    export.add_argument("--out", required=True, help="file to write, e.g. model_state.pt")
+
     plot = sub.add_parser("plot", help="(re)draw diagnostics.png of a run folder")
     plot.add_argument("run_dir")
 
@@ -189,6 +196,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from layerpar.export import export_model
+
+    path, origin = export_model(args.source, args.out)
+    print(f"wrote {path} (state_dict of the whole backbone, from {origin})")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from layerpar.summary import print_info
 
@@ -212,6 +227,7 @@ COMMANDS = {
     "submit": cmd_submit,
     "data": cmd_data,
     "eval": cmd_eval,
+    "export": cmd_export,
     "info": cmd_info,
     "plot": cmd_plot,
 }

@@ -191,13 +191,27 @@ class TrainConfig:
     """Also evaluate every N steps (batches; finer accuracy-versus-time curves; evaluation is
     untimed)."""
     out_dir: str = "runs"
-    """Each run writes metrics.jsonl, summary.json and checkpoint.pt under out_dir/run_name."""
+    """Each run writes metrics.jsonl, summary.json, model.pt and checkpoint/ under out_dir/run_name."""
     run_name: str | None = None
     progress: bool = True
     stop_at_step: int | None = None
     """Stop after this many steps (batches, of the full schedule) and checkpoint; ``--resume``
-    goes on (the pipelined method drains its pipeline at the stop, so its resumed run is not
-    bit-identical to an uninterrupted one)."""
+    goes on exactly where it stopped (micro-batches in flight are part of the checkpoint)."""
+    check_finite_every: int = 1
+    """Stop the run when a module's loss or gradients are NaN/Inf, checked every N steps
+    (one host read-back per check; 0: never)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CheckpointConfig:
+    """Periodic checkpoint sets under run_dir/checkpoint/ (every worker's shard + a manifest)."""
+
+    every_steps: int | None = None
+    """Save a set every N steps (batches)."""
+    every_min: float | None = 10.0
+    """Save a set when this many minutes have passed since the last one (null: off)."""
+    keep: int = 2
+    """Complete sets kept (older ones are deleted once a newer one is complete)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -211,6 +225,7 @@ class RunConfig:
     layerpar: LayerParConfig = field(default_factory=LayerParConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
         _check_positive("parallel.stages", self.parallel.stages)
@@ -294,6 +309,7 @@ def _check_values(config: RunConfig) -> None:
         ("data.test_limit", d.test_limit),
         ("train.eval_every_steps", t.eval_every_steps),
         ("train.stop_at_step", t.stop_at_step),
+        ("checkpoint.every_steps", config.checkpoint.every_steps),
     ):
         if optional is not None:
             _check_positive(name, optional)
@@ -311,6 +327,9 @@ def _check_values(config: RunConfig) -> None:
     _check_number("layerpar.bn_reestimate_batches", lp.bn_reestimate_batches, at_least=0)
     _check_number("train.epochs", t.epochs, above=0)
     _check_number("parallel.timeout_s", p.timeout_s, above=0)
+    _check_number("checkpoint.every_min", config.checkpoint.every_min, above=0)
+    _check_positive("checkpoint.keep", config.checkpoint.keep)
+    _check_number("train.check_finite_every", t.check_finite_every, at_least=0)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -32,13 +32,22 @@ class LaunchError(LayerparError):
     """Workers could not be started, or a launcher is misconfigured."""
 
 
-class WorkerError(LayerparError):
-    """A worker failed; the message carries its rank and traceback."""
+class NonFiniteError(LayerparError):
+    """A loss or gradient became NaN or Inf: training cannot go on from here."""
 
-    def __init__(self, message: str, rank: int | None = None) -> None:
-        super().__init__(message, rank)
+
+class WorkerError(LayerparError):
+    """A worker failed; the message carries its rank and traceback.
+
+    ``retryable``: the failure is one a restart from the last checkpoint can get past (a worker
+    process died, its peers lost the connection); an error the worker raised on purpose (a bad
+    config, a NaN loss) is not."""
+
+    def __init__(self, message: str, rank: int | None = None, retryable: bool = False) -> None:
+        super().__init__(message, rank, retryable)
         self.message = message
         self.rank = rank
+        self.retryable = retryable
 
     def __str__(self) -> str:
         where = f"worker rank {self.rank}" if self.rank is not None else "a worker"

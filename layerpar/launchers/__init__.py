@@ -12,9 +12,10 @@ from layerpar.launchers.cluster import ClusterConfig, load_cluster_config
 
 def launch_training(config: RunConfig, cluster: ClusterConfig, resume: bool = False) -> dict[str, Any] | None:
     """Train ``config`` where ``cluster`` says; returns rank 0's run summary record."""
-    from layerpar.parallel.run import pin_run_dir
+    from layerpar.parallel.run import check_run_dir, pin_run_dir
 
     config = pin_run_dir(config)
+    check_run_dir(config, resume)
     if config.train.mode == "serial" or cluster.launcher == "inprocess":
         from layerpar.parallel.trainer import LayerParallelTrainer, SerialTrainer
 
@@ -24,7 +25,11 @@ def launch_training(config: RunConfig, cluster: ClusterConfig, resume: bool = Fa
         from layerpar.launchers.local import launch_local
 
         return launch_local(
-            config, resume=resume, timeout_s=cluster.timeout_min * 60, port=cluster.master_port
+            config,
+            resume=resume,
+            timeout_s=cluster.timeout_min * 60,
+            port=cluster.master_port,
+            max_restarts=cluster.max_restarts,
         )
     if cluster.launcher == "torchrun":
         from layerpar.launchers.torchrun import launch_torchrun

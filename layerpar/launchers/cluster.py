@@ -66,6 +66,10 @@ class ClusterConfig:
     timeout_min: float = 60.0
     master_port: int | None = None
     """Rendezvous port (None: a free one)."""
+    max_restarts: int = 2
+    """When a worker dies (killed, crashed, its node lost), restart the whole group from the
+    newest complete checkpoint set up to this many times (0: fail at once).  Errors a restart
+    cannot fix (bad config, NaN loss) are never retried."""
     slurm: SlurmSection = field(default_factory=SlurmSection)
     ray: RaySection = field(default_factory=RaySection)
     mpi: MpiSection = field(default_factory=MpiSection)
@@ -79,6 +83,7 @@ class ClusterConfig:
                 ">= 1 (or null)",
             ),
             ("gpus_per_node", self.gpus_per_node >= 0, ">= 0"),
+            ("max_restarts", self.max_restarts >= 0, ">= 0"),
             ("cpus_per_worker", self.cpus_per_worker >= 1, ">= 1"),
             ("timeout_min", math.isfinite(self.timeout_min) and self.timeout_min > 0, "a number > 0"),
             (

@@ -1,6 +1,12 @@
 """Local launcher: one spawned process per worker on this machine.
 
 layerpar launch --cluster cluster_configs/local_cpu.yaml -- train --config configs/demo.yaml
+
+Workers die with the driver (``lifetime.die_with_parent``; SIGTERM and Ctrl-C stop them too).
+The first worker that fails ends the attempt; the one blamed is the one that died first (its
+peers only see a closed connection), with its exit code or signal.  A worker that died, or
+peers that lost it, restart the group from the newest complete checkpoint set, up to
+``max_restarts`` times.
 """
 
 from __future__ import annotations
@@ -8,44 +14,125 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
+import threading
 import time
 import traceback
 from typing import Any
 
 from layerpar.config import RunConfig
-from layerpar.errors import WorkerError
+from layerpar.errors import LayerparError, WorkerError
 from layerpar.launchers.env import contract, free_port
+from layerpar.launchers.lifetime import describe_exit, die_with_parent, is_stopped, run_with_restarts
+
+BLAME_GRACE_S = 3.0
+"""After a worker reports a failure, how long to look for a peer that died without reporting
+(the cause: a killed rank's peers report "connection closed" within milliseconds)."""
 
 
-def _entry(rank: int, world_size: int, port: int, config: RunConfig, resume: bool, results: Any) -> None:
+def _entry(
+    rank: int, world_size: int, port: int, config: RunConfig, resume: bool | str, results: Any
+) -> None:
+    die_with_parent()
     os.environ.update(contract("127.0.0.1", port, rank, world_size, rank))
     try:
         from layerpar.parallel.worker import run_worker
 
         summary = run_worker(config, resume=resume)
-        results.put((rank, "ok", summary))
+        results.put((rank, "ok", summary, False))
     except BaseException as error:  # noqa: BLE001 - every failure must reach the driver
-        message = error.message if isinstance(error, WorkerError) else f"{error!r}\n{traceback.format_exc()}"
-        results.put((rank, "error", message))
+        if isinstance(error, WorkerError):
+            message, retryable = error.message, error.retryable
+        else:
+            message = f"{error!r}\n{traceback.format_exc()}"
+            retryable = not isinstance(error, (LayerparError, KeyboardInterrupt))
+        results.put((rank, "error", message, retryable))
         raise SystemExit(1) from None
 
 
-def _check_alive(procs: list[Any], pending: set[int]) -> None:
-    """A worker that died without reporting (a crash at start-up, a kill) fails the run now
-    rather than leaving the driver waiting for the process-group timeout."""
+def _dead_without_report(procs: list[Any], pending: set[int]) -> WorkerError | None:
+    """The first rank whose process exited (or is stopped) without reporting a result."""
     for rank in sorted(pending):
         code = procs[rank].exitcode
         if code is not None:
-            raise WorkerError(f"worker process exited with code {code} before reporting a result", rank)
+            return WorkerError(
+                f"worker process (pid {procs[rank].pid}) died before reporting a result: "
+                f"{describe_exit(code)}",
+                rank,
+                retryable=True,
+            )
+    return None
 
 
-def launch_local(
-    config: RunConfig, resume: bool = False, timeout_s: float | None = None, port: int | None = None
+def _stopped(procs: list[Any], pending: set[int]) -> list[int]:
+    return [rank for rank in sorted(pending) if procs[rank].exitcode is None and is_stopped(procs[rank].pid)]
+
+
+def _blame(procs: list[Any], pending: set[int], reporter: int, message: str, retryable: bool) -> WorkerError:
+    """The failure to raise when ``reporter`` reported one: a peer that died is the cause."""
+    deadline = time.monotonic() + BLAME_GRACE_S
+    while time.monotonic() < deadline:
+        dead = _dead_without_report(procs, pending - {reporter})
+        if dead is not None:
+            dead.message += f"\n(rank {reporter} then failed: {message.strip().splitlines()[0]})"
+            return dead
+        time.sleep(0.05)
+    stopped = _stopped(procs, pending - {reporter})
+    if stopped:
+        return WorkerError(
+            f"worker rank {stopped[0]} (pid {procs[stopped[0]].pid}) is stopped (SIGSTOP?) and "
+            f"stopped answering; rank {reporter} gave up on it:\n{message}",
+            stopped[0],
+            retryable=True,
+        )
+    return WorkerError(message, reporter, retryable=retryable)
+
+
+def _wait(procs: list[Any], results: Any, world_size: int, timeout_s: float | None) -> dict[str, Any] | None:
+    summary: dict[str, Any] | None = None
+    deadline = time.monotonic() + (timeout_s or 7 * 24 * 3600)
+    pending = set(range(world_size))
+    while pending:
+        try:
+            rank, status, payload, retryable = results.get(timeout=0.5)
+        except queue.Empty:
+            dead = _dead_without_report(procs, pending)
+            if dead is not None:
+                raise dead from None
+            if time.monotonic() > deadline:
+                raise WorkerError(
+                    f"no result from ranks {sorted(pending)} within {timeout_s} s "
+                    "(timeout_min in the cluster config); stopped them",
+                    None,
+                ) from None
+            continue
+        pending.discard(rank)
+        if status == "error":
+            raise _blame(procs, pending, rank, payload, retryable)
+        if rank == 0:
+            summary = payload
+    return summary
+
+
+def _stop_all(procs: list[Any], grace_s: float) -> None:
+    """Join finished workers; SIGTERM, then SIGKILL (which also ends a stopped one), the rest."""
+    for proc in procs:
+        proc.join(timeout=grace_s)
+        grace_s = 0.1  # the first join waits for a clean exit; the others have had that time
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=3)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+
+
+def launch_once(
+    config: RunConfig, resume: bool | str = False, timeout_s: float | None = None, port: int | None = None
 ) -> dict[str, Any] | None:
-    """Run ``stages × replicas`` worker processes here; returns rank 0's run summary.
-
-    The first worker failure terminates the others and is raised as WorkerError with its rank.
-    """
+    """One attempt: ``stages × replicas`` worker processes; returns rank 0's run summary."""
     world_size = config.parallel.stages * config.parallel.replicas
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
@@ -54,32 +141,33 @@ def launch_local(
         ctx.Process(target=_entry, args=(r, world_size, port, config, resume, results), daemon=False)
         for r in range(world_size)
     ]
-    for proc in procs:
-        proc.start()
-    summary: dict[str, Any] | None = None
-    deadline = time.monotonic() + (timeout_s or 7 * 24 * 3600)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
+    ok = False
     try:
-        pending = set(range(world_size))
-        while pending:
-            try:
-                rank, status, payload = results.get(timeout=2.0)
-            except queue.Empty:
-                _check_alive(procs, pending)
-                if time.monotonic() > deadline:
-                    raise WorkerError(
-                        f"no result from ranks {sorted(pending)} within {timeout_s} s", None
-                    ) from None
-                continue
-            pending.discard(rank)
-            if status == "error":
-                raise WorkerError(payload, rank)
-            if rank == 0:
-                summary = payload
+        for proc in procs:
+            proc.start()
+        summary = _wait(procs, results, world_size, timeout_s)
+        ok = True
+        return summary
     finally:
-        for proc in procs:
-            proc.join(timeout=10)
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-    return summary
+        _stop_all(procs, grace_s=10.0 if ok else 0.5)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def launch_local(
+    config: RunConfig,
+    resume: bool | str = False,
+    timeout_s: float | None = None,
+    port: int | None = None,
+    max_restarts: int = 0,
+) -> dict[str, Any] | None:
+    """Run the workers here, restarting the group after a worker death (``max_restarts``)."""
+    return run_with_restarts(
+        lambda mode: launch_once(config, mode, timeout_s, port), resume, max_restarts, "local launcher"
+    )
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

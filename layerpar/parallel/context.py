@@ -18,6 +18,7 @@ from layerpar.auxnet import AuxOutput
 from layerpar.config import RunConfig
 from layerpar.parallel.comm import Comm
 from layerpar.parallel.layout import Layout
+from layerpar.parallel.stash import PendingForward
 from layerpar.parallel.step_state import StepState
 
 
@@ -66,6 +67,8 @@ class StageContext(Protocol):
     def stashed_forward(
         self, u: torch.Tensor, shift: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+    def replay_forward(self, saved: dict[str, Any]) -> PendingForward: ...
 
     def task_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from layerpar.errors import NonFiniteError
 from layerpar.parallel.runner import Runner
 from layerpar.parallel.schedule import StepSchedule
 
@@ -46,6 +47,23 @@ class LoopPlan:
     eval_every: int = 1
     stop_at_step: int | None = None
     eval_every_steps: int | None = None
+    batch_steps: int = 1
+    """Loop steps per optimiser step: checkpoints are taken at batch boundaries only."""
+    checkpoint_every: int | None = None
+    """Checkpoint every N loop steps (a multiple of ``batch_steps``)."""
+    check_finite_every: int = 1
+    """Check losses and parameters for NaN/Inf every N loop steps (0: never)."""
+    checkpoint_every_s: float | None = None
+    """Checkpoint when this much wall time has passed since the last one (rank 0's clock,
+    decided at logging points and broadcast, so every rank checkpoints at the same step)."""
+
+
+@dataclass
+class Resumed:
+    """What a resumed run carries over from the run it continues."""
+
+    train_time_s: float = 0.0
+    epochs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def train_loop(
@@ -54,6 +72,8 @@ def train_loop(
     plan: LoopPlan,
     evaluate: Callable[[], dict[str, float]],
     sink: Sink | None,
+    checkpoint: Callable[[LoopResult], None] | None = None,
+    resumed: Resumed | None = None,
 ) -> LoopResult:
     """Run steps ``runner.step .. schedule.total_steps`` (or ``stop_at_step``); evaluate at epoch
     ends (untimed).  The schedule (learning rate, β, serial phases) is that of the whole run, so
@@ -61,9 +81,18 @@ def train_loop(
 
     Metrics stay tensors until every ``log_every`` steps (and at an epoch's end), where they are
     read back to the host in one go: the step itself never waits for the device."""
+    resumed = resumed or Resumed()
     result = LoopResult(
-        final_test_acc=None, train_time_s=0.0, steps=schedule.total_steps, first_step=runner.step
+        final_test_acc=None,
+        train_time_s=resumed.train_time_s,
+        steps=schedule.total_steps,
+        first_step=runner.step,
+        epochs=list(resumed.epochs),
     )
+    if result.epochs:
+        result.final_eval = {k: v for k, v in result.epochs[-1].items() if k.startswith("test_")}
+        result.final_test_acc = result.final_eval.get("test_acc")
+    due = CheckpointTimer(plan, runner)
     pending: list[dict[str, Any]] = []
     per_epoch = plan.steps_per_epoch
     end = schedule.total_steps if plan.stop_at_step is None else min(plan.stop_at_step, schedule.total_steps)
@@ -76,10 +105,14 @@ def train_loop(
     for step in range(runner.step, end):
         start = time.perf_counter()
         serial = schedule.is_serial(step)
-        # A run of parallel steps ends before a serial step, an evaluation or a stop.
-        final = not serial and (step + 1 == end or schedule.is_serial(step + 1) or evaluates_after(step))
+        # A run of parallel steps ends before a serial step, an evaluation or the schedule's end.
+        # A stop (stop_at_step) does not end it: the micro-batches in flight are checkpointed,
+        # so the resumed run follows the uninterrupted one exactly.
+        final = not serial and (schedule.is_serial(step + 1) or evaluates_after(step))
         runner.begin(step, schedule.beta_at(step), serial=serial, final=final)
         runner.run(runner.program(serial))
+        if plan.check_finite_every and ((step + 1) % plan.check_finite_every == 0 or due.now(step + 1)):
+            check_finite(runner, step, plan)
         elapsed = time.perf_counter() - start
         result.train_time_s += elapsed
         result.step_times.append(elapsed)
@@ -88,6 +121,7 @@ def train_loop(
         pending.append(metrics)
         last_of_epoch = (step + 1) % per_epoch == 0 or step + 1 == schedule.total_steps
         if len(pending) >= plan.log_every or last_of_epoch or step + 1 == end:
+            due.poll()
             merged = runner.gather(pending)
             pending = []
             if merged is not None and sink is not None:
@@ -109,7 +143,48 @@ def train_loop(
             result.final_test_acc = scores.get("test_acc")
             if sink is not None and runner.is_main:
                 sink.epoch(record)
+        if checkpoint is not None and step + 1 < end and due.now(step + 1):
+            checkpoint(result)
+            due.reset()
     return result
+
+
+def check_finite(runner: Runner, step: int, plan: LoopPlan) -> None:
+    """Stop at the first NaN/Inf loss or parameter, before it is logged or checkpointed."""
+    bad = runner.nonfinite()
+    if bad:
+        raise NonFiniteError(
+            f"non-finite values at step {step // plan.batch_steps + 1} (loop step {step + 1}): "
+            f"{', '.join(bad)}"
+        )
+
+
+class CheckpointTimer:
+    """When the loop takes a periodic checkpoint: every ``checkpoint_every`` loop steps, and
+    (with ``checkpoint_every_s``) at the first batch boundary after rank 0 saw the time pass."""
+
+    def __init__(self, plan: LoopPlan, runner: Runner) -> None:
+        self.plan = plan
+        self.runner = runner
+        self.last = time.monotonic()
+        self.time_due = False
+
+    def poll(self) -> None:
+        """At a logging point (every rank reaches it at the same step)."""
+        if self.plan.checkpoint_every_s is None:
+            return
+        elapsed = time.monotonic() - self.last >= self.plan.checkpoint_every_s
+        self.time_due = bool(self.runner.broadcast(elapsed if self.runner.is_main else None))
+
+    def now(self, steps_done: int) -> bool:
+        if steps_done % self.plan.batch_steps:
+            return False
+        every = self.plan.checkpoint_every
+        return self.time_due or (every is not None and steps_done % every == 0)
+
+    def reset(self) -> None:
+        self.last = time.monotonic()
+        self.time_due = False
 
 
 def diagnose(runner: Runner, schedule: StepSchedule) -> dict[str, float]:

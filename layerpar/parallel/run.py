@@ -101,6 +101,33 @@ def pin_run_dir(config: RunConfig) -> RunConfig:
     return replace(config, train={"out_dir": str(run_dir.parent), "run_name": run_dir.name})
 
 
+def check_new_run_dir(run_dir: Path) -> None:
+    """Refuse to start a new run in a folder that holds one (it would be overwritten)."""
+    held = [name for name in ("checkpoint", "metrics.jsonl", "summary.json") if (run_dir / name).exists()]
+    if held:
+        raise ConfigError(
+            f"run folder {run_dir} already holds a run ({', '.join(held)}): pass --resume to "
+            "continue it, or choose another train.run_name (unset, each run gets a timestamped one)"
+        )
+
+
+def check_run_dir(config: RunConfig, resume: bool | str) -> None:
+    """Before any worker starts: a new run needs a folder that holds no run; ``--resume``
+    needs one with a complete checkpoint set made by the same model, cut, method and layout."""
+    from layerpar.parallel.checkpoints import latest_set
+
+    run_dir = run_dir_for(config)
+    if not resume:
+        check_new_run_dir(run_dir)
+    elif resume is True and latest_set(run_dir / "checkpoint") is None:
+        from layerpar.errors import CheckpointError
+
+        raise CheckpointError(
+            f"nothing to resume in {run_dir}: no complete checkpoint set under {run_dir / 'checkpoint'} "
+            "(check train.out_dir and train.run_name)"
+        )
+
+
 def write_run_config(run_dir: Path, config: RunConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -67,6 +67,10 @@ class _Runner:
 
     plan: BatchPlan
 
+    def nonfinite(self) -> list[str]:
+        """NaN/Inf losses or parameters of this process's workers in the step just run."""
+        return [f"{what} (rank {w.comm.rank})" for w in self.workers for what in w.nonfinite()]
+
 
 class InProcessRunner(_Runner):
     """All K × R workers in this process, phase by phase, through ``LocalComm``."""
@@ -103,6 +107,9 @@ class InProcessRunner(_Runner):
     def bytes_sent(self) -> int:
         return sum(w.comm.bytes_sent for w in self.workers)
 
+    def broadcast(self, obj: Any) -> Any:
+        return obj
+
 
 class DistributedRunner(_Runner):
     """The one worker of this process; other ranks run the same program at the same time."""
@@ -136,6 +143,10 @@ class DistributedRunner(_Runner):
 
     def bytes_sent(self) -> int:
         return self.comm.bytes_sent
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        return self.comm.broadcast_object(obj, src=0)
 
 
 Runner = InProcessRunner | DistributedRunner

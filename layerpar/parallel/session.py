@@ -10,6 +10,7 @@ and byte counts are gathered to rank 0, which writes model.pt and summary.json.
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 from dataclasses import dataclass
@@ -18,12 +19,22 @@ from typing import Any
 
 import torch
 
-from layerpar.checkpoint import load_checkpoint, save_atomic
+from layerpar.checkpoint import save_atomic
 from layerpar.config import RunConfig
-from layerpar.parallel.loop import LoopPlan, LoopResult, train_loop
+from layerpar.data.atomic import atomic_output
+from layerpar.errors import CheckpointError, NonFiniteError
+from layerpar.parallel.checkpoints import (
+    check_resumable,
+    identity,
+    latest_set,
+    load_shard,
+    write_manifest,
+    write_shard,
+)
+from layerpar.parallel.loop import LoopPlan, LoopResult, Resumed, train_loop
 from layerpar.parallel.methods import loop_steps, micro_batches
 from layerpar.parallel.recorder import RunRecorder, write_json_atomic
-from layerpar.parallel.run import RunData, environment, run_dir_for, write_run_config
+from layerpar.parallel.run import RunData, check_new_run_dir, environment, run_dir_for, write_run_config
 from layerpar.parallel.runner import Runner
 from layerpar.parallel.setup import Setup
 
@@ -56,12 +67,17 @@ class RunSession:
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoint"
 
-    def fit(self, resume: bool = False) -> RunSummary | None:
-        if resume:
-            self.load()
+    def fit(self, resume: bool | str = False) -> RunSummary | None:
+        """Train; ``resume`` True continues the run's newest complete checkpoint set, "auto"
+        does so when there is one (a restart after a fault) and starts afresh otherwise."""
+        resumed = self.load(required=resume is True) if resume else None
+        if not resume and self.runner.is_main:
+            check_new_run_dir(self.run_dir)
         recorder = None
         if self.runner.is_main:
             write_run_config(self.run_dir, self.config)
+            if resumed is not None:
+                truncate_metrics(self.run_dir / "metrics.jsonl", self.runner.step)
             recorder = RunRecorder(
                 self.run_dir,
                 self.data.schedule.total_steps,
@@ -75,14 +91,26 @@ class RunSession:
                 self.loop_plan(),
                 lambda: self.runner.evaluate(self.data.test, self.data.bn_images),
                 recorder,
+                checkpoint=self.save_set,
+                resumed=resumed,
             )
+        except NonFiniteError as error:
+            last = latest_set(self.checkpoint_dir)
+            where = (
+                f"the last good checkpoint is {last.path} (step {last.step})" if last else "no checkpoint yet"
+            )
+            raise NonFiniteError(
+                f"{error}; stopped, nothing saved; {where}. Lower optim.lr (now {self.config.optim.lr}) "
+                "and start again, or continue the last checkpoint with --resume --set optim.lr=..."
+            ) from None
         finally:
             if recorder is not None:
                 recorder.close()
         return self.save(result)
 
     def loop_plan(self) -> LoopPlan:
-        train = self.config.train
+        train, ckpt = self.config.train, self.config.checkpoint
+        micro = micro_batches(self.config)
         return LoopPlan(
             steps_per_epoch=self.data.plan.steps_per_epoch,
             samples_per_step=self.data.plan.step_samples,
@@ -90,17 +118,57 @@ class RunSession:
             eval_every=train.eval_every,
             stop_at_step=loop_steps(self.config, train.stop_at_step),
             eval_every_steps=loop_steps(self.config, train.eval_every_steps),
+            batch_steps=micro,
+            check_finite_every=train.check_finite_every * micro,
+            checkpoint_every=loop_steps(self.config, ckpt.every_steps),
+            checkpoint_every_s=None if ckpt.every_min is None else ckpt.every_min * 60,
         )
 
-    def load(self) -> None:
+    def load(self, required: bool = True) -> Resumed | None:
+        """Every worker of this process from the newest complete set (checked against this
+        run's config first); None when there is none and it is not ``required``."""
+        checkpoint = latest_set(self.checkpoint_dir)
+        if checkpoint is None:
+            if required:
+                raise CheckpointError(
+                    f"nothing to resume in {self.run_dir}: no complete checkpoint set under "
+                    f"{self.checkpoint_dir} (a run saves one at its end, at train.stop_at_step and "
+                    "every checkpoint.every_steps / every_min)"
+                )
+            return None
+        check_resumable(checkpoint, self.config, self.setup.partition.bounds)
         for worker in self.runner.workers:
-            rank = worker.comm.rank
-            worker.load_state_dict(load_checkpoint(self.checkpoint_dir / f"rank{rank}.pt"))
+            worker.load_state_dict(load_shard(checkpoint, worker.comm.rank))
+        for worker in self.runner.workers:
+            worker.resend()
+        log.info("resumed %s from step %d", self.run_dir, checkpoint.step)
+        return Resumed(
+            train_time_s=float(checkpoint.manifest.get("train_time_s", 0.0)),
+            epochs=list(checkpoint.manifest.get("epochs_log", [])),
+        )
+
+    def save_set(self, result: LoopResult) -> None:
+        """A checkpoint set of every rank at this step (rank 0 writes the manifest last)."""
+        step = self.runner.step
+        infos = {
+            w.comm.rank: write_shard(self.checkpoint_dir, step, w.comm.rank, w.state_dict())
+            for w in self.runner.workers
+        }
+        shards = self.runner.gather_objects(lambda w: infos[w.comm.rank])
+        if shards is None:
+            return
+        write_manifest(
+            self.checkpoint_dir,
+            step,
+            shards,
+            identity(self.config, self.setup.partition.bounds),
+            {"train_time_s": result.train_time_s, "epochs_log": result.epochs},
+            keep=self.config.checkpoint.keep,
+        )
 
     def save(self, result: LoopResult) -> RunSummary | None:
-        """Every rank's shard; rank 0 also the assembled model and the summary."""
-        for worker in self.runner.workers:
-            save_atomic(worker.state_dict(), self.checkpoint_dir / f"rank{worker.comm.rank}.pt")
+        """A last checkpoint set; rank 0 also the assembled model and the summary."""
+        self.save_set(result)
         states = self.runner.gather_objects(
             lambda w: {k: v.cpu() for k, v in w.module.state_dict().items()} if w.replica == 0 else None
         )
@@ -111,6 +179,24 @@ class RunSession:
         model = merge_stage_states([s for s in states if s is not None], self.setup.partition.bounds)
         save_atomic(model_checkpoint(self.config, model), self.run_dir / "model.pt")
         return finish_run(self.run_dir, self.config, result, self.setup, sum(byte_counts))
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the records of steps after the checkpoint a run resumes from (a restarted run
+    repeats them), so metrics.jsonl reads as one uninterrupted run."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill
+        last = record.get("step", 0) + (0 if record.get("kind") == "epoch" else 1)
+        if last <= step:
+            kept.append(line)
+    with atomic_output(path) as handle:
+        handle.write("".join(line + "\n" for line in kept).encode())
 
 
 def merge_stage_states(

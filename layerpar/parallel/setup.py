@@ -22,11 +22,13 @@ from layerpar.errors import ConfigError
 from layerpar.models import Backbone, build_model
 from layerpar.models.backbone import as_backbone
 from layerpar.parallel.aux_trainer import Oracle
+from layerpar.parallel.checkpoints import latest_set
 from layerpar.parallel.comm import Comm
 from layerpar.parallel.layout import Layout
 from layerpar.parallel.methods import Method, check_config, method_class
 from layerpar.parallel.objective import Objective, import_object
 from layerpar.parallel.partition import Partition, split
+from layerpar.parallel.run import run_dir_for
 from layerpar.parallel.stage import StageWorker
 
 
@@ -93,11 +95,28 @@ def build_model_for(
 
 
 def choose_bounds(config: RunConfig, model: Backbone, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Cut points for the configured balance (``time`` profiles one batch on this machine)."""
+    """Cut points for the configured balance (``time`` profiles one batch on this machine).
+
+    A run that has been checkpointed keeps its cut: resuming it re-uses the checkpoint's cut
+    points rather than profiling again (a timed cut can come out differently)."""
+    saved = checkpointed_bounds(config)
+    if saved is not None:
+        return saved
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     sample = torch.randn(min(config.train.batch_size, 64), *input_shape, dtype=dtype)
     part = split(model, config.parallel.stages, config.parallel.balance, sample=sample)
     return part.bounds
+
+
+def checkpointed_bounds(config: RunConfig) -> tuple[int, ...] | None:
+    """The cut points of the run's newest complete checkpoint set, if it has one."""
+    checkpoint = latest_set(run_dir_for(config) / "checkpoint")
+    if checkpoint is None:
+        return None
+    bounds = checkpoint.manifest.get("identity", {}).get("partition.bounds")
+    if not bounds or len(bounds) != config.parallel.stages + 1:
+        return None  # another layout: check_resumable names the difference
+    return tuple(bounds)
 
 
 def distributed_bounds(

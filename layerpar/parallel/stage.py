@@ -35,7 +35,7 @@ from layerpar.parallel.methods.base import AUX_PHASES, END_PHASES, Method, Phase
 from layerpar.parallel.methods.serial import SERIAL_PASS, Serial
 from layerpar.parallel.objective import Objective
 from layerpar.parallel.optim import make_optimizer
-from layerpar.parallel.stash import stashed_forward
+from layerpar.parallel.stash import PendingForward, replay_forward, stashed_forward
 
 DIAGNOSTIC_PROGRAM: Program = SERIAL_PASS + (Phase("aux", "diagnose"), Phase("worker", "discard_step"))
 """A serial pass that measures how well the AuxNet predicts states and adjoints; no update."""
@@ -176,6 +176,11 @@ class StageWorker:
         with self.autocast():
             return stashed_forward(self.module, u, shift, self.state.cond)
 
+    def replay_forward(self, saved: dict[str, Any]) -> PendingForward:
+        """A checkpointed micro-batch's forward rebuilt (``stash.replay_forward``)."""
+        with self.autocast():
+            return replay_forward(self.module, saved)
+
     def task_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The objective on the last module's output (in the master dtype); logs loss and accuracy."""
         output = output.to(self.dtype)
@@ -186,10 +191,21 @@ class StageWorker:
     # ---------------------------------------------------------------------------- messages
 
     def send_forward(self, h: torch.Tensor) -> None:
-        self.state.sends.append(self.comm.isend(h.detach().to(self.wire_dtype), self.next_rank))
+        self.state.sends.append(self._isend(h, self.next_rank))
 
     def send_backward(self, grad: torch.Tensor) -> None:
-        self.state.sends.append(self.comm.isend(grad.detach().to(self.wire_dtype), self.prev_rank))
+        self.state.sends.append(self._isend(grad, self.prev_rank))
+
+    def _isend(self, tensor: torch.Tensor, dst: int) -> Handle:
+        return self.comm.isend(tensor.detach().to(self.wire_dtype), dst)
+
+    def resend(self) -> None:
+        """After a resume: send again what the last step before the checkpoint sent (its
+        receivers read it in their next step, which is this run's first)."""
+        for direction, tensor in self.method.outgoing():
+            self._inflight.append(
+                self._isend(tensor, self.next_rank if direction == "forward" else self.prev_rank)
+            )
 
     def recv_forward(self, batch: int) -> torch.Tensor:
         """Module k−1's output for this step: a leaf that requires grad, in the master dtype."""
@@ -275,6 +291,18 @@ class StageWorker:
         for key in [k for k in s.metrics if not k.startswith(("aux_state_error/", "multiplier_error/"))]:
             del s.metrics[key]
 
+    def nonfinite(self) -> list[str]:
+        """What of this step is NaN or Inf: its losses, its module's parameters (a bad gradient
+        shows there after the update).  One read-back from the device."""
+        losses = {k: v for k, v in self.state.metrics.items() if "loss" in k and isinstance(v, torch.Tensor)}
+        norm = torch.nn.utils.get_total_norm([p.detach() for p in self.module.parameters()])
+        values = torch.stack([*(v.detach().float().reshape(()) for v in losses.values()), norm.float()])
+        finite = torch.isfinite(values)
+        if bool(finite.all()):
+            return []
+        names = [*losses, f"parameters of module {self.stage}"]
+        return [name for name, ok in zip(names, finite.tolist(), strict=True) if not ok]
+
     def take_metrics(self) -> dict[str, torch.Tensor | float]:
         metrics = self.state.metrics
         self._state = None
@@ -301,6 +329,10 @@ class StageWorker:
             "module": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "run_step": self.run_step,
+            "window": self._window,
+            # Inside an accumulation window the gradients summed so far are state too.
+            "grads": [p.grad for p in self.module.parameters()] if self._window else None,
             "method_state": self.method.state_dict(),
             **(self.aux.state_dict() if self.aux is not None else {"aux": None, "aux_optimizer": None}),
             "rng": torch.get_rng_state(),
@@ -313,9 +345,11 @@ class StageWorker:
                 f"this worker is stage {self.stage} replica {self.replica}: resume with the same layout"
             )
         self.step = state["step"]
-        self.run_step = 0
-        self._window = 0
+        self.run_step = state.get("run_step", 0)
+        self._window = state.get("window", 0)
         self.module.load_state_dict(state["module"])
+        for param, grad in zip(self.module.parameters(), state.get("grads") or [], strict=False):
+            param.grad = None if grad is None else grad.to(param.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.method.load_state_dict(state.get("method_state", {}))

@@ -9,6 +9,7 @@ that forward* (PipeDream's weight stashing, Narayanan et al., 2019).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,3 +79,32 @@ def weight_staleness(module: nn.Module, stashed: list[torch.Tensor]) -> torch.Te
         moved = torch.stack([(p - w).pow(2).sum() for p, w in zip(params, stashed, strict=True)]).sum()
         size = torch.stack([p.pow(2).sum() for p in params]).sum()
         return torch.where(size > 0, (moved / size.clamp_min(1e-300)).sqrt(), torch.zeros_like(size))
+
+
+def pending_state(pending: PendingForward) -> dict[str, Any]:
+    """What a checkpoint keeps of a micro-batch in flight: its input and stashed weights (the
+    graph cannot be saved; ``replay_forward`` rebuilds it)."""
+    return {
+        "u": pending.u.detach(),
+        "u_requires_grad": pending.u.requires_grad,
+        "weights": [w.detach() for w in pending.weights],
+        "anchor": pending.anchor,
+    }
+
+
+def replay_forward(
+    module: nn.Module, saved: dict[str, Any], cond: torch.Tensor | None = None
+) -> PendingForward:
+    """Rebuild a checkpointed micro-batch's forward graph: the same input through the same
+    stashed weights gives the same output (BatchNorm in training mode normalises by the batch's
+    own statistics).  The module's buffers are left as checkpointed: their update by this
+    forward was already counted before the checkpoint."""
+    u = saved["u"].clone().requires_grad_(saved["u_requires_grad"])
+    names = [name for name, _ in module.named_parameters()]
+    weights = {
+        name: w.clone().requires_grad_(p.requires_grad)
+        for name, w, p in zip(names, saved["weights"], module.parameters(), strict=True)
+    }
+    buffers = {name: b.clone() for name, b in module.named_buffers()}
+    h = functional_call(module, {**weights, **buffers}, (u,) if cond is None else (u, cond))
+    return PendingForward(u=u, h=h, weights=list(weights.values()), anchor=saved["anchor"])

@@ -64,7 +64,7 @@ class InProcessTrainer:
     def evaluate(self) -> dict[str, float]:
         return self.runner.evaluate(self.data.test, self.data.bn_images)
 
-    def fit(self, resume: bool = False) -> RunSummary:
+    def fit(self, resume: bool | str = False) -> RunSummary:
         summary = self.session.fit(resume)
         assert summary is not None  # one process: this is rank 0
         return summary

@@ -20,10 +20,11 @@ from typing import Any
 import torch
 
 from layerpar.config import RunConfig, load_config
-from layerpar.errors import LaunchError, WorkerError
+from layerpar.errors import LaunchError, LayerparError, WorkerError
 from layerpar.parallel.comm import TorchDistComm, close_process_group, init_process_group
 from layerpar.parallel.layout import Layout
 from layerpar.parallel.objective import objective_from
+from layerpar.parallel.parent_death import DIE_WITH_PARENT_ENV, die_with_parent
 from layerpar.parallel.run import load_run_data
 from layerpar.parallel.runner import DistributedRunner
 from layerpar.parallel.session import RunSession
@@ -50,8 +51,9 @@ def backend_for(config: RunConfig, device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def run_worker(config: RunConfig, resume: bool = False) -> dict[str, Any] | None:
-    """Train this rank's module; rank 0 returns the run summary, other ranks None."""
+def run_worker(config: RunConfig, resume: bool | str = False) -> dict[str, Any] | None:
+    """Train this rank's module; rank 0 returns the run summary, other ranks None.  ``resume``
+    "auto": continue from the newest complete checkpoint set if there is one (a restart)."""
     rank, world_size, local_rank = read_env()
     Layout(config.parallel.stages, config.parallel.replicas).check_world_size(world_size)
     torch.set_num_threads(config.parallel.threads_per_worker)
@@ -65,12 +67,17 @@ def run_worker(config: RunConfig, resume: bool = False) -> dict[str, Any] | None
     try:
         return _train(config, rank, device, resume)
     except Exception as error:
-        raise WorkerError(f"{type(error).__name__}: {error}\n{traceback.format_exc()}", rank) from error
+        # An error raised on purpose (bad config, NaN loss) would recur on a restart; a lost
+        # peer or connection (RuntimeError from the process group) would not.
+        retryable = isinstance(error, RuntimeError) and not isinstance(error, LayerparError)
+        raise WorkerError(
+            f"{type(error).__name__}: {error}\n{traceback.format_exc()}", rank, retryable=retryable
+        ) from error
     finally:
         close_process_group()
 
 
-def _train(config: RunConfig, rank: int, device: torch.device, resume: bool) -> dict[str, Any] | None:
+def _train(config: RunConfig, rank: int, device: torch.device, resume: bool | str) -> dict[str, Any] | None:
     layout = Layout(config.parallel.stages, config.parallel.replicas)
     comm = TorchDistComm(layout.groups())
     data = load_run_data(config)
@@ -94,8 +101,12 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO,
         format=f"%(asctime)s rank{os.environ.get('RANK', '?')} %(levelname)s %(name)s: %(message)s",
     )
+    if os.environ.get(DIE_WITH_PARENT_ENV) == "1":
+        die_with_parent()
     config = load_config(args.config, args.overrides)
-    run_worker(config, resume=args.resume)
+    # torchrun --max-restarts starts the ranks again after a failure: go on from the last set.
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    run_worker(config, resume=True if args.resume else ("auto" if restarted else False))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from layerpar.checkpoint import load_checkpoint
 from layerpar.config import RunConfig, load_config
 from layerpar.launchers.env import free_port
 from layerpar.launchers.local import launch_local
+from layerpar.parallel.checkpoints import latest_set
 from layerpar.parallel.methods import micro_batches
 from layerpar.parallel.trainer import LayerParallelTrainer
 from tests.helpers.oracle import distributed_oracle_rank, relative_error
@@ -126,9 +127,10 @@ def test_processes_reproduce_the_in_process_reference(tmp_path, stages, replicas
     assert summary["bounds"] == ref.record["bounds"]
     assert math.isfinite(summary["bytes_sent_total"]) and summary["bytes_sent_total"] > 0
     _assert_same_run(tmp_path / "dist", ref.run_dir, 1e-12 if dtype == "float64" else 1e-5, micro)
-    # Every rank left its resumable shard.
-    for rank in range(stages * replicas):
-        assert (tmp_path / "dist" / "checkpoint" / f"rank{rank}.pt").is_file()
+    # Every rank left its resumable shard, in one complete set.
+    final_set = latest_set(tmp_path / "dist" / "checkpoint")
+    assert final_set is not None
+    assert sorted(map(int, final_set.manifest["shards"])) == list(range(stages * replicas))
 
 
 @pytest.mark.slow

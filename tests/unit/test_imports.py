@@ -13,7 +13,7 @@ LAYERS = [
     {"layerpar.cli", "layerpar.api", "layerpar", "layerpar.__main__", "layerpar.report"},
     {"layerpar.bench"},
     {"layerpar.launchers"},
-    {"layerpar.parallel", "layerpar.evaluation", "layerpar.summary"},
+    {"layerpar.parallel", "layerpar.evaluation", "layerpar.export", "layerpar.summary"},
     {"layerpar.auxnet", "layerpar.data", "layerpar.config", "layerpar.config_io", "layerpar.checkpoint"},
     {"layerpar.models", "layerpar.errors"},
 ]

@@ -127,6 +127,11 @@ class Method(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reset()
 
+    def outgoing(self) -> list[tuple[str, torch.Tensor]]:
+        """Messages this worker sent in its last step that a neighbour reads in its next one
+        ("forward" or "backward", tensor): sent again after a resume."""
+        return []
+
     # ------------------------------------------------------------------ the first phase
 
     @abstractmethod

@@ -22,6 +22,7 @@ dropped (d updates of module k per run).
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import torch
 
@@ -37,7 +38,7 @@ from layerpar.parallel.methods.base import (
     predicted_input,
 )
 from layerpar.parallel.pipeline_schedule import delayed_tick
-from layerpar.parallel.stash import PendingForward, move_gradients
+from layerpar.parallel.stash import PendingForward, move_gradients, pending_state
 
 
 class Delayed(Method):
@@ -62,6 +63,21 @@ class Delayed(Method):
 
     def end_run(self) -> None:
         self._pending.clear()
+        self._adjoint = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The forwards waiting for their adjoint, and the adjoint sent in the last step."""
+        return {"pending": [pending_state(p) for p in self._pending], "adjoint": self._adjoint}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.reset()
+        self._pending.extend(self.worker.replay_forward(saved) for saved in state.get("pending", []))
+        self._adjoint = state.get("adjoint")
+
+    def outgoing(self) -> list[tuple[str, torch.Tensor]]:
+        if self._adjoint is None or self.worker.is_first:
+            return []
+        return [("backward", self._adjoint)]
 
     def in_flight(self) -> int:
         return len(self._pending)

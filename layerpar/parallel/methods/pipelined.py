@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from typing import Any
 
 import torch
 
@@ -38,7 +39,7 @@ from layerpar.errors import ConfigError
 from layerpar.parallel.context import StageContext
 from layerpar.parallel.methods.base import END_PHASES, UPDATE_PHASES, Method, Phase
 from layerpar.parallel.pipeline_schedule import pipeline_delay, pipelined_tick
-from layerpar.parallel.stash import PendingForward, move_gradients, weight_staleness
+from layerpar.parallel.stash import PendingForward, move_gradients, pending_state, weight_staleness
 
 
 def default_micro_batches(stages: int) -> int:
@@ -125,9 +126,32 @@ class Pipelined(Method):
     def end_run(self) -> None:
         self._pending.clear()
         self._labels.clear()
+        self._forward_out = self._adjoint = None
 
     def in_flight(self) -> int:
         return len(self._pending) + len(self._labels)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The micro-batches in flight and the messages sent in the last step (read by the
+        neighbours in the next one), so a resumed run goes on exactly where this one was."""
+        return {
+            "pending": [pending_state(p) for p in self._pending],
+            "labels": list(self._labels),
+            "forward_out": self._forward_out,
+            "adjoint": self._adjoint,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.reset()
+        self._pending.extend(self.worker.replay_forward(saved) for saved in state.get("pending", []))
+        self._labels.extend(state.get("labels", []))
+        self._forward_out, self._adjoint = state.get("forward_out"), state.get("adjoint")
+
+    def outgoing(self) -> list[tuple[str, torch.Tensor]]:
+        sends = [] if self._forward_out is None else [("forward", self._forward_out)]
+        if self._adjoint is not None and not self.worker.is_first:
+            sends.append(("backward", self._adjoint))
+        return sends
 
     @property
     def delay(self) -> int:

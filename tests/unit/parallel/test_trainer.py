@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from layerpar.checkpoint import load_checkpoint
+from layerpar.parallel.checkpoints import latest_set
 from layerpar.parallel.trainer import LayerParallelTrainer, SerialTrainer, serial_config
 from tests.helpers.oracle import digits_config, relative_error
 
@@ -64,7 +65,9 @@ def test_parallel_steps_run_and_record_metrics(tmp_path):
     assert all("residual/0" in r and "aux_loss/0" in r and "local_loss/0" in r for r in parallel)
     assert 0.0 <= summary.final_test_acc <= 1.0
     assert (summary.run_dir / "summary.json").is_file()
-    assert (summary.run_dir / "checkpoint" / "rank1.pt").is_file()
+    final_set = latest_set(summary.run_dir / "checkpoint")
+    assert final_set is not None and final_set.step == 5
+    assert sorted(final_set.manifest["shards"]) == ["0", "1"] and final_set.shard_path(1).is_file()
 
 
 def test_auxnet_replicas_stay_identical_and_train(tmp_path):
