@@ -11,7 +11,19 @@ from layerpar.launchers.cluster import ClusterConfig, load_cluster_config
 
 
 def launch_training(config: RunConfig, cluster: ClusterConfig, resume: bool = False) -> dict[str, Any] | None:
-    """Train ``config`` where ``cluster`` says; returns rank 0's run summary record."""
+    """Train ``config`` where ``cluster`` says; returns rank 0's run summary record (with the
+    restarts it took, also written to summary.json)."""
+    record = _launch(config, cluster, resume)
+    if record is not None and record.get("restarts"):
+        from pathlib import Path
+
+        from layerpar.parallel.recorder import write_json_atomic
+
+        write_json_atomic(Path(record["run_dir"]) / "summary.json", record)
+    return record
+
+
+def _launch(config: RunConfig, cluster: ClusterConfig, resume: bool) -> dict[str, Any] | None:
     from layerpar.parallel.run import check_run_dir, pin_run_dir
 
     config = pin_run_dir(config)

@@ -52,26 +52,39 @@ def run_with_restarts(
     """``launch(resume)``, and after a retryable worker failure ``launch("auto")`` again — which
     resumes from the newest complete checkpoint set, or starts afresh when there is none — up
     to ``max_restarts`` times.  The last failure is raised when restarts are used up."""
-    restarts = 0
+    restarts: list[dict[str, Any]] = []
     while True:
         started = time.monotonic()
         try:
-            return launch(resume)
+            result = launch(resume)
         except WorkerError as error:
-            if not error.retryable or restarts >= max_restarts:
+            if not error.retryable or len(restarts) >= max_restarts:
                 if error.retryable and max_restarts:
-                    error.message += f"\n(gave up after {restarts} restart(s): max_restarts={max_restarts})"
+                    error.message += (
+                        f"\n(gave up after {len(restarts)} restart(s): max_restarts={max_restarts})"
+                    )
                 raise
-            restarts += 1
+            restarts.append(
+                {
+                    "rank": error.rank,
+                    "error": _first_line(error),
+                    "detected_unix": time.time(),
+                    "attempt_s": time.monotonic() - started,
+                }
+            )
             log.warning(
                 "%s: %s after %.1f s; restart %d of %d from the newest complete checkpoint set",
                 what,
                 _first_line(error),
                 time.monotonic() - started,
-                restarts,
+                len(restarts),
                 max_restarts,
             )
             resume = "auto"
+            continue
+        if restarts and isinstance(result, dict):
+            result["restarts"] = restarts  # the caller records them in summary.json
+        return result
 
 
 def _first_line(error: Any) -> str:

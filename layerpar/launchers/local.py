@@ -50,34 +50,55 @@ def _entry(
         raise SystemExit(1) from None
 
 
-def _dead_without_report(procs: list[Any], pending: set[int]) -> WorkerError | None:
-    """The first rank whose process exited (or is stopped) without reporting a result."""
-    for rank in sorted(pending):
-        code = procs[rank].exitcode
-        if code is not None:
-            return WorkerError(
-                f"worker process (pid {procs[rank].pid}) died before reporting a result: "
-                f"{describe_exit(code)}",
-                rank,
-                retryable=True,
-            )
-    return None
+Reports = dict[int, tuple[str, Any, bool]]
+"""rank -> (status "ok"/"error", summary or message, retryable)."""
 
 
-def _stopped(procs: list[Any], pending: set[int]) -> list[int]:
-    return [rank for rank in sorted(pending) if procs[rank].exitcode is None and is_stopped(procs[rank].pid)]
+def _collect(results: Any, reports: Reports, timeout_s: float) -> bool:
+    """Read one report into ``reports``; False when none came within ``timeout_s``."""
+    try:
+        rank, status, payload, retryable = results.get(timeout=timeout_s)
+    except queue.Empty:
+        return False
+    reports[rank] = (status, payload, retryable)
+    return True
 
 
-def _blame(procs: list[Any], pending: set[int], reporter: int, message: str, retryable: bool) -> WorkerError:
-    """The failure to raise when ``reporter`` reported one: a peer that died is the cause."""
+def _silent_death(procs: list[Any], results: Any, reports: Reports) -> WorkerError | None:
+    """The first rank whose process exited without reporting (after giving a report written
+    just before its exit time to arrive)."""
+    dead = [rank for rank, proc in enumerate(procs) if rank not in reports and proc.exitcode is not None]
+    if dead:
+        _collect(results, reports, 1.0)
+        dead = [rank for rank in dead if rank not in reports]
+    if not dead:
+        return None
+    rank = dead[0]
+    return WorkerError(
+        f"worker process (pid {procs[rank].pid}) died before reporting a result: "
+        f"{describe_exit(procs[rank].exitcode)}",
+        rank,
+        retryable=True,
+    )
+
+
+def _blame(procs: list[Any], results: Any, reports: Reports, reporter: int) -> WorkerError:
+    """The failure to raise when ``reporter`` reported one.  An error a worker raised on purpose
+    is its own; a lost connection is usually a peer's death (or a stopped peer): name that."""
+    _, message, retryable = reports[reporter]
+    if not retryable:
+        return WorkerError(message, reporter)
+    first_line = message.strip().splitlines()[0] if message.strip() else "an error"
     deadline = time.monotonic() + BLAME_GRACE_S
     while time.monotonic() < deadline:
-        dead = _dead_without_report(procs, pending - {reporter})
+        dead = _silent_death(procs, results, reports)
         if dead is not None:
-            dead.message += f"\n(rank {reporter} then failed: {message.strip().splitlines()[0]})"
+            dead.message += f"\n(rank {reporter} then failed: {first_line})"
             return dead
-        time.sleep(0.05)
-    stopped = _stopped(procs, pending - {reporter})
+        _collect(results, reports, 0.05)
+    stopped = [
+        r for r, p in enumerate(procs) if r not in reports and p.exitcode is None and is_stopped(p.pid)
+    ]
     if stopped:
         return WorkerError(
             f"worker rank {stopped[0]} (pid {procs[stopped[0]].pid}) is stopped (SIGSTOP?) and "
@@ -85,33 +106,29 @@ def _blame(procs: list[Any], pending: set[int], reporter: int, message: str, ret
             stopped[0],
             retryable=True,
         )
-    return WorkerError(message, reporter, retryable=retryable)
+    return WorkerError(message, reporter, retryable=True)
 
 
-def _wait(procs: list[Any], results: Any, world_size: int, timeout_s: float | None) -> dict[str, Any] | None:
-    summary: dict[str, Any] | None = None
+def _wait(procs: list[Any], results: Any, timeout_s: float | None) -> dict[str, Any] | None:
+    """Rank 0's summary once every rank reported success; the first failure raised."""
     deadline = time.monotonic() + (timeout_s or 7 * 24 * 3600)
-    pending = set(range(world_size))
-    while pending:
-        try:
-            rank, status, payload, retryable = results.get(timeout=0.5)
-        except queue.Empty:
-            dead = _dead_without_report(procs, pending)
-            if dead is not None:
-                raise dead from None
-            if time.monotonic() > deadline:
-                raise WorkerError(
-                    f"no result from ranks {sorted(pending)} within {timeout_s} s "
-                    "(timeout_min in the cluster config); stopped them",
-                    None,
-                ) from None
+    reports: Reports = {}
+    while len(reports) < len(procs) or any(status == "error" for status, _, _ in reports.values()):
+        errors = [rank for rank, (status, _, _) in reports.items() if status == "error"]
+        if errors:
+            raise _blame(procs, results, reports, errors[0])
+        if _collect(results, reports, 0.5):
             continue
-        pending.discard(rank)
-        if status == "error":
-            raise _blame(procs, pending, rank, payload, retryable)
-        if rank == 0:
-            summary = payload
-    return summary
+        dead = _silent_death(procs, results, reports)
+        if dead is not None:
+            raise dead
+        if time.monotonic() > deadline:
+            raise WorkerError(
+                f"no result from ranks {sorted(set(range(len(procs))) - set(reports))} within "
+                f"{timeout_s} s (timeout_min in the cluster config); stopped them",
+                None,
+            )
+    return reports[0][1]
 
 
 def _stop_all(procs: list[Any], grace_s: float) -> None:
@@ -147,7 +164,7 @@ def launch_once(
     try:
         for proc in procs:
             proc.start()
-        summary = _wait(procs, results, world_size, timeout_s)
+        summary = _wait(procs, results, timeout_s)
         ok = True
         return summary
     finally:

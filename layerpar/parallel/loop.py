@@ -120,7 +120,9 @@ def train_loop(
         metrics.update(step=step, serial=float(serial), step_time_s=elapsed, train_time_s=result.train_time_s)
         pending.append(metrics)
         last_of_epoch = (step + 1) % per_epoch == 0 or step + 1 == schedule.total_steps
-        if len(pending) >= plan.log_every or last_of_epoch or step + 1 == end:
+        # A checkpoint flushes the records before it, so a run resumed from it lacks none.
+        checkpoint_now = checkpoint is not None and step + 1 < end and due.now(step + 1)
+        if len(pending) >= plan.log_every or last_of_epoch or step + 1 == end or checkpoint_now:
             due.poll()
             merged = runner.gather(pending)
             pending = []
@@ -143,7 +145,8 @@ def train_loop(
             result.final_test_acc = scores.get("test_acc")
             if sink is not None and runner.is_main:
                 sink.epoch(record)
-        if checkpoint is not None and step + 1 < end and due.now(step + 1):
+        if checkpoint_now:
+            assert checkpoint is not None
             checkpoint(result)
             due.reset()
     return result
