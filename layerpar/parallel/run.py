@@ -114,18 +114,24 @@ def check_new_run_dir(run_dir: Path) -> None:
 def check_run_dir(config: RunConfig, resume: bool | str) -> None:
     """Before any worker starts: a new run needs a folder that holds no run; ``--resume``
     needs one with a complete checkpoint set made by the same model, cut, method and layout."""
-    from layerpar.parallel.checkpoints import latest_set
+    from layerpar.parallel.checkpoints import check_resumable, latest_set
 
     run_dir = run_dir_for(config)
     if not resume:
         check_new_run_dir(run_dir)
-    elif resume is True and latest_set(run_dir / "checkpoint") is None:
-        from layerpar.errors import CheckpointError
+        return
+    checkpoint = latest_set(run_dir / "checkpoint")
+    if checkpoint is None:
+        if resume is True:
+            from layerpar.errors import CheckpointError
 
-        raise CheckpointError(
-            f"nothing to resume in {run_dir}: no complete checkpoint set under {run_dir / 'checkpoint'} "
-            "(check train.out_dir and train.run_name)"
-        )
+            raise CheckpointError(
+                f"nothing to resume in {run_dir}: no complete checkpoint set under "
+                f"{run_dir / 'checkpoint'} (check train.out_dir and train.run_name)"
+            )
+        return
+    # The cut is the checkpoint's own (setup.checkpointed_bounds); everything else must match.
+    check_resumable(checkpoint, config, tuple(checkpoint.manifest["identity"]["partition.bounds"]))
 
 
 def write_run_config(run_dir: Path, config: RunConfig) -> None:
