@@ -150,7 +150,10 @@ def _connect(ray: Any, cluster: ClusterConfig, world_size: int) -> bool:
             f"ray.num_cpus: {num_cpus} is too few for {world_size} workers × cpus_per_worker "
             f"{cluster.cpus_per_worker}; set ray.num_cpus >= {needed} (or null for all cores)"
         )
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    from layerpar.launchers.loopback import ray_loopback_only
+
+    with ray_loopback_only(ray):  # a local Ray: its servers on 127.0.0.1 only, token auth on
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     return True
 
 

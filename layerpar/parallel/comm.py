@@ -223,8 +223,13 @@ class _KeepAlive:
 
 
 def init_process_group(backend: str, timeout_s: float) -> None:
-    """Join the group described by MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE (``env://``)."""
-    dist.init_process_group(backend=backend, init_method="env://", timeout=timedelta(seconds=timeout_s))
+    """Join the group described by MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE (``env://``); for a
+    loopback MASTER_ADDR rank 0's store listens on loopback only (``launchers.loopback``)."""
+    from layerpar.launchers.loopback import loopback_rendezvous
+
+    timeout = timedelta(seconds=timeout_s)
+    rendezvous = loopback_rendezvous(timeout) or {"init_method": "env://"}
+    dist.init_process_group(backend=backend, timeout=timeout, **rendezvous)
 
 
 def close_process_group() -> None:
