@@ -33,6 +33,7 @@ from layerpar.bench.registry import SERIAL
 from layerpar.config import RunConfig, replace
 from layerpar.errors import WorkerError
 from layerpar.launchers.env import contract, free_port
+from layerpar.parallel.comm import init_process_group
 from layerpar.parallel.run import environment
 
 
@@ -51,7 +52,7 @@ def _worker(
     torch.set_num_threads(1)
     try:
         run = registry.get(arm).run
-        dist.init_process_group("gloo", init_method="env://")
+        init_process_group("gloo", timeout_s=1800.0)  # torch's default timeout; store on loopback
         try:
             count_bytes()
             times, sent = run(config, warmup, steps, microbatches=microbatches)

@@ -35,6 +35,10 @@ class SlurmSection:
     extra_sbatch: list[str] = field(default_factory=list)
     """Extra #SBATCH options, e.g. --constraint=a100."""
     srun_args: list[str] = field(default_factory=list)
+    signal_before_s: int = 180
+    """Slurm signals the job this long before its time limit (sbatch --signal=B:USR1@N); the
+    run then checkpoints at the next batch and the job requeues itself, resuming from that
+    checkpoint (0: off).  Slurm may signal up to a minute early."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from layerpar.errors import LaunchError, WorkerError
+from layerpar.parallel.parent_death import die_with_parent
 
 TAIL_LINES = 60
 
@@ -51,6 +52,8 @@ def run_streaming(
             errors="replace",
             bufsize=1,
             start_new_session=True,
+            # Killed with the driver, even by SIGKILL (no cleanup code runs then).
+            preexec_fn=die_with_parent,
         )
     except OSError as error:
         raise LaunchError(f"cannot start {name} ({command[0]}): {error}") from error

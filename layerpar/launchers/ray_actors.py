@@ -14,8 +14,11 @@ The driver (this process) is only the coordinator:
    port one that rank 0's actor found free; each actor gets the environment contract and calls
    ``run_worker`` (which joins gloo/NCCL through ``env://``);
 5. waits for every rank; the first failure is raised as ``WorkerError`` with its rank and
-   traceback.  Actors, the placement group and a Ray started here are always cleaned up
-   (success, error, timeout or Ctrl-C).
+   traceback (an actor that died is blamed, not the peer that lost its connection).  A dead
+   actor restarts the whole group — new actors, a new placement group — from the newest
+   complete checkpoint set, up to ``max_restarts`` times; Ray stays up in between.  Actors,
+   the placement group and a Ray started here are always cleaned up (success, error, timeout
+   or Ctrl-C).
 
 Actor output (rank logs) is forwarded to the driver's terminal by Ray.  The file is not called
 ``ray.py`` so that ``import ray`` inside the package keeps meaning the library.
@@ -33,11 +36,14 @@ from layerpar.config import RunConfig, from_dict
 from layerpar.errors import LaunchError, WorkerError
 from layerpar.launchers.cluster import ClusterConfig
 from layerpar.launchers.env import contract, free_port
+from layerpar.launchers.lifetime import run_with_restarts
 
 log = logging.getLogger(__name__)
 
 PLACEMENT_TIMEOUT_S = 300.0
 """How long the placement group may wait for resources (capped by timeout_min)."""
+BLAME_GRACE_S = 3.0
+"""After a rank reports a failure, how long to look for an actor that died (the likely cause)."""
 
 
 class RayWorker:
@@ -67,7 +73,7 @@ class RayWorker:
             format=f"%(asctime)s rank{self.rank} %(levelname)s %(name)s: %(message)s",
         )
 
-    def run(self, config: dict[str, Any], resume: bool) -> dict[str, Any]:
+    def run(self, config: dict[str, Any], resume: bool | str) -> dict[str, Any]:
         """Train this rank; returns {"status": "ok", "summary": ...} or {"status": "error", ...}."""
         try:
             from layerpar.parallel.worker import run_worker
@@ -76,10 +82,11 @@ class RayWorker:
             return {"status": "ok", "rank": self.rank, "summary": summary}
         except BaseException as error:  # noqa: BLE001 - every failure must reach the driver
             if isinstance(error, WorkerError):
-                message = error.message
+                message, retryable = error.message, error.retryable
             else:
                 message = f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
-            return {"status": "error", "rank": self.rank, "message": message}
+                retryable = False
+            return {"status": "error", "rank": self.rank, "message": message, "retryable": retryable}
 
 
 def import_ray() -> Any:
@@ -93,11 +100,28 @@ def import_ray() -> Any:
 
 
 def launch_ray(config: RunConfig, cluster: ClusterConfig, resume: bool = False) -> dict[str, Any] | None:
-    """Train ``config`` on Ray actors; returns rank 0's run summary."""
+    """Train ``config`` on Ray actors; returns rank 0's run summary.  A dead actor (or peers
+    that lost it) restarts the group from the newest complete checkpoint set, up to
+    ``cluster.max_restarts`` times; Ray stays up between attempts."""
     from layerpar.parallel.run import pin_run_dir
 
     config = pin_run_dir(config)
     ray = import_ray()
+    world_size = config.parallel.stages * config.parallel.replicas
+    started_here = _connect(ray, cluster, world_size)
+    try:
+        return run_with_restarts(
+            lambda mode: _attempt(ray, config, cluster, mode), resume, cluster.max_restarts, "ray launcher"
+        )
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _attempt(
+    ray: Any, config: RunConfig, cluster: ClusterConfig, resume: bool | str
+) -> dict[str, Any] | None:
+    """One placement group, one actor per rank, until every rank is done or one fails."""
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -106,7 +130,6 @@ def launch_ray(config: RunConfig, cluster: ClusterConfig, resume: bool = False) 
     if cluster.gpus_per_node > 0:
         bundle["GPU"] = 1.0
     timeout_s = cluster.timeout_min * 60
-    started_here = _connect(ray, cluster, world_size)
     group = None
     actors: list[Any] = []
     try:
@@ -124,6 +147,8 @@ def launch_ray(config: RunConfig, cluster: ClusterConfig, resume: bool = False) 
                     num_cpus=bundle["CPU"],
                     num_gpus=bundle.get("GPU", 0.0),
                     scheduling_strategy=strategy,
+                    # Restarting one rank alone cannot rejoin a running process group: the
+                    # whole group is restarted instead (run_with_restarts).
                     max_restarts=0,
                 ).remote()
             )
@@ -133,7 +158,7 @@ def launch_ray(config: RunConfig, cluster: ClusterConfig, resume: bool = False) 
         refs = [actor.run.remote(config_dict, resume) for actor in actors]
         return _wait_all(ray, refs, timeout_s)
     finally:
-        _cleanup(ray, actors, group, remove_placement_group, started_here)
+        _cleanup(ray, actors, group, remove_placement_group)
 
 
 def _connect(ray: Any, cluster: ClusterConfig, world_size: int) -> bool:
@@ -150,7 +175,7 @@ def _connect(ray: Any, cluster: ClusterConfig, world_size: int) -> bool:
             f"ray.num_cpus: {num_cpus} is too few for {world_size} workers × cpus_per_worker "
             f"{cluster.cpus_per_worker}; set ray.num_cpus >= {needed} (or null for all cores)"
         )
-    from layerpar.launchers.loopback import ray_loopback_only
+    from layerpar.parallel.loopback import ray_loopback_only
 
     with ray_loopback_only(ray):  # a local Ray: its servers on 127.0.0.1 only, token auth on
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
@@ -204,27 +229,47 @@ def _wait_all(ray: Any, refs: list[Any], timeout_s: float) -> dict[str, Any] | N
                 "cluster config); their actors were stopped",
                 None,
             )
-        ref = done[0]
-        rank = rank_of[ref]
-        try:
-            result = ray.get(ref)
-        except ray.exceptions.RayActorError as error:
-            raise WorkerError(
-                f"the Ray actor of rank {rank} died (killed, out of memory or crashed): {error}", rank
-            ) from None
-        except ray.exceptions.RayError as error:
-            raise WorkerError(f"{type(error).__name__}: {error}", rank) from None
-        if result["status"] == "error":
-            raise WorkerError(result["message"], rank)
-        if rank == 0:
+        failure, result = _outcome(ray, done[0], rank_of[done[0]])
+        if failure is not None:
+            raise _blame(ray, pending, rank_of, failure)
+        if rank_of[done[0]] == 0:
             summary = result["summary"]
     return summary
 
 
-def _cleanup(
-    ray: Any, actors: list[Any], group: Any, remove_placement_group: Any, started_here: bool
-) -> None:
-    """Kill the actors, free the placement group, and disconnect a Ray started here."""
+def _outcome(ray: Any, ref: Any, rank: int) -> tuple[WorkerError | None, dict[str, Any]]:
+    """(the rank's failure or None, its result)."""
+    try:
+        result = ray.get(ref)
+    except ray.exceptions.RayActorError as error:
+        died = WorkerError(
+            f"the Ray actor of rank {rank} died (killed, out of memory or crashed): {error}",
+            rank,
+            retryable=True,
+        )
+        return died, {}
+    except ray.exceptions.RayError as error:
+        return WorkerError(f"{type(error).__name__}: {error}", rank, retryable=True), {}
+    if result["status"] == "error":
+        return WorkerError(result["message"], rank, retryable=result.get("retryable", False)), result
+    return None, result
+
+
+def _blame(ray: Any, pending: list[Any], rank_of: dict[Any, int], failure: WorkerError) -> WorkerError:
+    """A rank that reported an error may only have lost a peer: an actor that died is the cause."""
+    if failure.message.startswith("the Ray actor"):
+        return failure
+    done, _ = ray.wait(pending, num_returns=len(pending), timeout=BLAME_GRACE_S)
+    for ref in done:
+        other, _ = _outcome(ray, ref, rank_of[ref])
+        if other is not None and other.message.startswith("the Ray actor"):
+            other.message += f"\n(rank {failure.rank} then failed: {failure.message.strip().splitlines()[0]})"
+            return other
+    return failure
+
+
+def _cleanup(ray: Any, actors: list[Any], group: Any, remove_placement_group: Any) -> None:
+    """Kill the actors and free the placement group."""
     for actor in actors:
         try:
             ray.kill(actor, no_restart=True)
@@ -235,5 +280,3 @@ def _cleanup(
             remove_placement_group(group)
         except Exception as error:  # noqa: BLE001
             log.debug("could not remove the placement group: %s", error)
-    if started_here:
-        ray.shutdown()

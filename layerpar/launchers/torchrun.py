@@ -4,8 +4,8 @@
 
 runs, as a child process in its own session,
 
-    python -m torch.distributed.run --nnodes 1 --nproc-per-node K --master-addr 127.0.0.1
-        --master-port P --max-restarts 0 --log-dir RUN/torchrun --tee 3
+    python -m torch.distributed.run --nnodes 1 --nproc-per-node K --rdzv-backend c10d
+        --rdzv-endpoint 127.0.0.1:P --rdzv-id layerpar --max-restarts R --log-dir RUN/torchrun --tee 3
         -m layerpar.launchers.torchrun --config RUN/config.yaml [--resume]
 
 torchrun sets the contract (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK); this
@@ -31,10 +31,15 @@ from layerpar.errors import LaunchError, WorkerError
 from layerpar.launchers.cluster import ClusterConfig
 from layerpar.launchers.env import free_port
 from layerpar.launchers.processes import child_env, run_streaming, tail
+from layerpar.parallel.parent_death import DIE_WITH_PARENT_ENV
 
 
-def torchrun_command(config_path: str, world_size: int, port: int, log_dir: str, resume: bool) -> list[str]:
-    """The torchrun command line that starts ``world_size`` workers on this node."""
+def torchrun_command(
+    config_path: str, world_size: int, port: int, log_dir: str, resume: bool, max_restarts: int = 0
+) -> list[str]:
+    """The torchrun command line that starts ``world_size`` workers on this node.  After a
+    failure torchrun restarts every worker (``--max-restarts``); a restarted worker resumes
+    from the newest complete checkpoint set (``parallel.worker.main``)."""
     command = [
         sys.executable,
         "-m",
@@ -43,12 +48,17 @@ def torchrun_command(config_path: str, world_size: int, port: int, log_dir: str,
         "1",
         "--nproc-per-node",
         str(world_size),
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(port),
+        # The c10d rendezvous (not the static --master-addr/--master-port one): it makes a new
+        # store for every restart round, where the static one keeps the dead round's addresses
+        # (a restarted rank 0 then dials its dead peer: "Connection refused").
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv-id",
+        "layerpar",
         "--max-restarts",
-        "0",
+        str(max_restarts),
         "--log-dir",
         log_dir,
         "--tee",
@@ -87,8 +97,10 @@ def launch_torchrun(config: RunConfig, cluster: ClusterConfig, resume: bool = Fa
     summary_path.unlink(missing_ok=True)  # never report a summary an earlier run left behind
     log_dir = run_dir / "torchrun"
     port = cluster.master_port or free_port()
-    command = torchrun_command(str(run_dir / "config.yaml"), world_size, port, str(log_dir), resume)
-    env = child_env(threads=config.parallel.threads_per_worker)
+    command = torchrun_command(
+        str(run_dir / "config.yaml"), world_size, port, str(log_dir), resume, cluster.max_restarts
+    )
+    env = child_env(threads=config.parallel.threads_per_worker, extra={DIE_WITH_PARENT_ENV: "1"})
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     before = set(log_dir.glob("*"))
     code, output = run_streaming(command, env, cluster.timeout_min * 60, name="torchrun")

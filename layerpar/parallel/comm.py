@@ -9,6 +9,7 @@ last member of its group has contributed (members are summed in rank order).
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections import defaultdict, deque
 from collections.abc import Sequence
@@ -224,12 +225,31 @@ class _KeepAlive:
 
 def init_process_group(backend: str, timeout_s: float) -> None:
     """Join the group described by MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE (``env://``); for a
-    loopback MASTER_ADDR rank 0's store listens on loopback only (``launchers.loopback``)."""
-    from layerpar.launchers.loopback import loopback_rendezvous
+    loopback MASTER_ADDR rank 0's store listens on loopback only (``parallel.loopback``)."""
+    from layerpar.parallel.loopback import loopback_rendezvous
 
     timeout = timedelta(seconds=timeout_s)
-    rendezvous = loopback_rendezvous(timeout) or {"init_method": "env://"}
+    rendezvous = loopback_rendezvous(timeout) or _elastic_rendezvous(timeout) or {"init_method": "env://"}
     dist.init_process_group(backend=backend, timeout=timeout, **rendezvous)
+
+
+def _elastic_rendezvous(timeout: timedelta) -> dict[str, Any] | None:
+    """Under torchrun after a restart: the agent's store, with keys of this attempt only.
+
+    ``env://`` reuses the agent's store unprefixed.  Observed under torch 2.13 (2 of 3 restarts):
+    the restarted rank 0 dialled a gloo port nobody listened on ("Connection refused"), as if
+    it had read the dead attempt's addresses; with keys prefixed by the attempt, none did."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True) or not attempt or attempt == "0":
+        return None
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout
+    )
+    return {
+        "store": dist.PrefixStore(f"layerpar/attempt_{attempt}/default_pg", store),
+        "rank": int(os.environ["RANK"]),
+        "world_size": int(os.environ["WORLD_SIZE"]),
+    }
 
 
 def close_process_group() -> None:

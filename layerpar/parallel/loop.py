@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,10 @@ from layerpar.parallel.runner import Runner
 from layerpar.parallel.schedule import StepSchedule
 
 log = logging.getLogger(__name__)
+
+STOP_FILE_ENV = "LAYERPAR_STOP_FILE"
+"""A file whose appearance asks the run to checkpoint and stop (the Slurm batch script touches
+it when Slurm signals the time limit)."""
 
 
 class Sink(Protocol):
@@ -120,9 +125,12 @@ def train_loop(
         metrics.update(step=step, serial=float(serial), step_time_s=elapsed, train_time_s=result.train_time_s)
         pending.append(metrics)
         last_of_epoch = (step + 1) % per_epoch == 0 or step + 1 == schedule.total_steps
+        # A stop asked for from outside (Slurm's time-limit signal) ends the loop at a batch
+        # boundary; the run's final save is its checkpoint.
+        stop_now = due.stop_requested and (step + 1) % plan.batch_steps == 0 and step + 1 < end
         # A checkpoint flushes the records before it, so a run resumed from it lacks none.
-        checkpoint_now = checkpoint is not None and step + 1 < end and due.now(step + 1)
-        if len(pending) >= plan.log_every or last_of_epoch or step + 1 == end or checkpoint_now:
+        checkpoint_now = checkpoint is not None and step + 1 < end and due.now(step + 1) and not stop_now
+        if len(pending) >= plan.log_every or last_of_epoch or step + 1 == end or checkpoint_now or stop_now:
             due.poll()
             merged = runner.gather(pending)
             pending = []
@@ -149,6 +157,9 @@ def train_loop(
             assert checkpoint is not None
             checkpoint(result)
             due.reset()
+        if stop_now:
+            log.info("stop requested (%s): stopping after step %d to checkpoint", STOP_FILE_ENV, step + 1)
+            break
     return result
 
 
@@ -171,13 +182,22 @@ class CheckpointTimer:
         self.runner = runner
         self.last = time.monotonic()
         self.time_due = False
+        self.stop_file = os.environ.get(STOP_FILE_ENV)
+        self.stop_requested = False
 
     def poll(self) -> None:
-        """At a logging point (every rank reaches it at the same step)."""
-        if self.plan.checkpoint_every_s is None:
+        """At a logging point (every rank reaches it at the same step): rank 0 decides whether
+        a timed checkpoint is due and whether a stop was asked for; every rank follows."""
+        every_s = self.plan.checkpoint_every_s
+        if every_s is None and self.stop_file is None:
             return
-        elapsed = time.monotonic() - self.last >= self.plan.checkpoint_every_s
-        self.time_due = bool(self.runner.broadcast(elapsed if self.runner.is_main else None))
+        decision = None
+        if self.runner.is_main:
+            elapsed = every_s is not None and time.monotonic() - self.last >= every_s
+            decision = (elapsed, self.stop_file is not None and os.path.exists(self.stop_file))
+        time_due, stop = self.runner.broadcast(decision)
+        self.time_due = self.time_due or bool(time_due)
+        self.stop_requested = self.stop_requested or bool(stop)
 
     def now(self, steps_done: int) -> bool:
         if steps_done % self.plan.batch_steps:

@@ -33,6 +33,7 @@ from layerpar.parallel.setup import build_setup, distributed_bounds, make_worker
 log = logging.getLogger(__name__)
 
 ENV_CONTRACT = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+RESTART_COUNT_ENVS = ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT")
 
 
 def read_env() -> tuple[int, int, int]:
@@ -104,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get(DIE_WITH_PARENT_ENV) == "1":
         die_with_parent()
     config = load_config(args.config, args.overrides)
-    # torchrun --max-restarts starts the ranks again after a failure: go on from the last set.
-    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    # torchrun --max-restarts starts the ranks again after a failure, Slurm a requeued job:
+    # go on from the newest complete checkpoint set.
+    restarted = any(int(os.environ.get(name) or 0) > 0 for name in RESTART_COUNT_ENVS)
     run_worker(config, resume=True if args.resume else ("auto" if restarted else False))
 
 

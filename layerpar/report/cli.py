@@ -32,7 +32,7 @@ from pathlib import Path
 from layerpar.report.markers import process
 from layerpar.report.results import COMMAND, Results
 
-DOCUMENTS = ("README.md", "docs/parity.md", "docs/benchmarking.md")
+DOCUMENTS = ("README.md", "docs/parity.md", "docs/benchmarking.md", "docs/reliability.md")
 """The files a plain run rewrites and ``--check`` checks, relative to the repository root."""
 
 

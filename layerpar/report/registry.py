@@ -18,6 +18,7 @@ from layerpar.report.costmodel import (
     value_model_error,
 )
 from layerpar.report.parity import gap_range, parity_auxnet, parity_pipelined, parity_runs
+from layerpar.report.reliability import reliability_table
 from layerpar.report.results import Results, Table
 from layerpar.report.runs import (
     demo_table,
@@ -41,6 +42,7 @@ BLOCKS: dict[str, Callable[[Results, Sequence[str]], Table]] = {
     "costmodel": costmodel_table,
     "bench-seeds": bench_seeds_table,
     "demo": demo_table,
+    "reliability": reliability_table,
 }
 VALUES: dict[str, Callable[[Results, Sequence[str]], str]] = {
     "acc": value_acc,

@@ -56,8 +56,57 @@ def test_slurm_trains_end_to_end(cluster: ClusterConfig, tmp_path: Path, capsys,
 
 @pytest.mark.timeout(180)
 def test_slurm_worker_failure_names_the_rank(cluster: ClusterConfig, tmp_path: Path) -> None:
+    from layerpar.launchers.slurm import run_blocking
+
+    # run_blocking itself: launch_training would refuse this resume before submitting.
     with pytest.raises(WorkerError) as caught:
-        launch_training(tiny_config(tmp_path, "never-ran"), cluster, resume=True)
+        run_blocking(tiny_config(tmp_path, "never-ran"), cluster, resume=True)
     error = caught.value
     assert error.rank in (0, 1)
-    assert "FAILED" in error.message and "does not exist" in error.message
+    assert "FAILED" in error.message and "nothing to resume" in error.message
+
+
+@pytest.mark.timeout(420)
+def test_slurm_time_limit_signal_checkpoints_requeues_and_ends_like_an_uninterrupted_run(
+    cluster: ClusterConfig, tmp_path: Path, slurm_cluster
+) -> None:
+    """Slurm's time-limit warning (the USR1 of --signal=B:USR1@N, sent here at once with
+    scancel --signal --batch): the run checkpoints at the next batch, the job requeues itself
+    and the requeued job resumes; the final parameters are those of a run never stopped."""
+    import os
+    import subprocess
+    import threading
+
+    import torch
+
+    from layerpar.parallel.trainer import LayerParallelTrainer
+    from tests.helpers.faults import wait_for
+
+    def config(name: str) -> RunConfig:
+        return load_config(ROOT / "configs" / "digits_tiny.yaml", [
+            "layerpar.method=pipelined", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
+            "data.train_limit=640", "train.batch_size=32", "train.epochs=4", "train.dtype=float64",
+            "train.progress=false", "checkpoint.every_min=null", "train.log_every=2",
+            f"train.out_dir={tmp_path}", f"train.run_name={name}"])
+
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(record=launch_training(
+        config("signalled"), dataclasses.replace(cluster, timeout_min=6))), daemon=True)
+    thread.start()
+    run_dir = tmp_path / "signalled"
+    metrics = run_dir / "metrics.jsonl"
+    wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 4, 120, "training to start")
+    log = wait_for(lambda: next(iter((run_dir / "slurm_logs").glob("*.out")), None), 10, "the job log")
+    job_id = log.stem.rsplit("-", 1)[1]
+    env = {**os.environ, "SLURM_CONF": str(slurm_cluster.conf_path)}
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=env, check=True, timeout=30)
+    thread.join(timeout=360)
+    assert not thread.is_alive() and out.get("record") is not None
+    text = log.read_text()
+    assert "Slurm signalled the time limit" in text and f"requeueing job {job_id}" in text, text[-3000:]
+    assert "resumed" in text
+    LayerParallelTrainer(config("straight")).fit()
+    ours = torch.load(run_dir / "model.pt", weights_only=True)["model"]
+    theirs = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["model"]
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-10, atol=1e-10, msg=key)

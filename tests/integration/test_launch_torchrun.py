@@ -66,11 +66,14 @@ def test_torchrun_trains_and_matches_the_in_process_reference(tmp_path: Path, ex
 
 @pytest.mark.timeout(180)
 def test_torchrun_worker_failure_names_the_rank(tmp_path: Path) -> None:
-    # Resuming a run that never ran: every rank fails to find its own checkpoint/rank<R>.pt.
+    # Resuming a run that never ran: every rank finds no checkpoint set.
     with pytest.raises(WorkerError) as caught:
-        launch_training(tiny_config(tmp_path, "never-ran"), load_cluster_config(CLUSTER), resume=True)
+        # The launcher itself: launch_training would refuse this resume before starting workers.
+        from layerpar.launchers.torchrun import launch_torchrun
+
+        launch_torchrun(tiny_config(tmp_path, "never-ran"), load_cluster_config(CLUSTER), resume=True)
     error = caught.value
     assert error.rank in (0, 1)
-    assert f"rank{error.rank}.pt does not exist" in error.message
+    assert "nothing to resume" in error.message
     assert "Traceback" in error.message
     assert f"worker rank {error.rank} failed" in str(error)

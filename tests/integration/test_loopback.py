@@ -1,4 +1,4 @@
-"""A run on one machine listens on loopback only (layerpar.launchers.loopback).
+"""A run on one machine listens on loopback only (layerpar.parallel.loopback).
 
 * a real 2-rank gloo group joined through ``parallel.comm.init_process_group`` with
   MASTER_ADDR=127.0.0.1: rank 0's TCPStore port and every other socket the two ranks listen on
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from layerpar.launchers import loopback
+from layerpar.parallel import loopback
 from tests.helpers.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

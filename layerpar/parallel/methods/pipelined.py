@@ -22,8 +22,10 @@ one with the default M (the double-buffered weights of PipeDream-2BW, Narayanan 
 This is asynchronous pipeline parallelism with weight stashing (PipeDream, Narayanan et al.,
 2019; the delayed gradients of Huo et al., 2018): every update is exact backprop of its
 micro-batches through the weights every module used for them.  A run of parallel steps starts
-empty (module k idles for its first k steps: the fill) and ends (an evaluation or a stop) with a
-step that sends nothing: the micro-batches in flight are dropped.
+empty (module k idles for its first k steps: the fill) and ends (an evaluation) with a step that
+sends nothing: the micro-batches in flight are dropped.  A stop or a checkpoint does not end it:
+the micro-batches in flight and the last messages are checkpointed (``state_dict``), so a
+resumed run goes on exactly.
 """
 
 from __future__ import annotations

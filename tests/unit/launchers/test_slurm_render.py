@@ -49,7 +49,19 @@ def test_script_sets_the_contract_per_task() -> None:
     assert "RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID" in script
     assert 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1' in script
     assert "#SBATCH --gpus-per-node=4" in script and "#SBATCH --ntasks-per-node=4" in script
-    assert script.rstrip().endswith("--config /runs/x/config.yaml --resume")
+    assert "--config /runs/x/config.yaml --resume &\n" in script
+    # Before the time limit Slurm signals the batch shell; the job checkpoints and requeues itself.
+    assert "#SBATCH --signal=B:USR1@180" in script and "#SBATCH --requeue" in script
+    assert "trap '" in script and 'scontrol requeue "$SLURM_JOB_ID"' in script
+    assert script.rstrip().endswith("exit $CODE")
+
+
+def test_the_requeue_can_be_switched_off() -> None:
+    cluster = load_cluster_config(ROOT / "cluster_configs" / "slurm_gpu.yaml")
+    cluster = dataclasses.replace(cluster, slurm=dataclasses.replace(cluster.slurm, signal_before_s=0))
+    script = render_sbatch(gpu_config(), cluster, TRAIN_ARGV, Path("/runs/x"))
+    assert "--signal" not in script and "requeue" not in script
+    assert script.rstrip().endswith("--config /runs/x/config.yaml")
 
 
 def test_cpu_script_has_no_gpu_line_and_derives_the_port() -> None:

@@ -112,7 +112,7 @@ def _master_store(
                 error.errno, f"rank 0 cannot listen on {host}:{port} (MASTER_PORT): {error.strerror}"
             ) from error
         listener.listen(socket.SOMAXCONN)
-        if use_libuv:
+        for libuv in (True, False) if use_libuv else (False,):
             try:
                 return dist.TCPStore(
                     host,
@@ -121,19 +121,13 @@ def _master_store(
                     True,
                     timeout=timeout,
                     master_listen_fd=os.dup(listener.fileno()),
-                    use_libuv=True,
+                    use_libuv=libuv,
                 )
             except NotImplementedError:
+                if not libuv:
+                    raise
                 log.debug("libuv TCPStore cannot take a listening socket here; using the classic one")
-        return dist.TCPStore(
-            host,
-            port,
-            world_size,
-            True,
-            timeout=timeout,
-            master_listen_fd=os.dup(listener.fileno()),
-            use_libuv=False,
-        )
+        raise AssertionError("unreachable: the classic TCPStore returns or raises")
     finally:
         listener.close()
 
