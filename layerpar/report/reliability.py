@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,13 +33,14 @@ def reliability_table(results: Results, args: Sequence[str]) -> Table:
         detected = fault.get("detected_s")
         if detected is None and "all_gone_s" in fault:
             detected = fault["all_gone_s"]
+        at_step = re.search(r"at step (\d+)", fault.get("message", ""))
         extra = fault.get("extra_wall_s")
         rows.append(
             (
                 str(fault["fault"]),
                 str(fault["launcher"]),
                 OUTCOMES.get(fault["fault"], ""),
-                _seconds(detected),
+                f"at batch {at_step.group(1)}" if at_step else _seconds(detected),
                 _seconds(extra),
                 "yes" if fault.get("ok") else f"no: {fault.get('error')}",
             )
