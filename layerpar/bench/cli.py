@@ -37,9 +37,10 @@ def add_bench_parser(sub: Any) -> None:
     bench.add_argument("--warmup-steps", type=int, default=DEFAULT.warmup_steps)
     bench.add_argument(
         "--microbatches",
-        type=int,
-        default=DEFAULT.microbatches,
-        help=f"M for the pipeline arms ({commas(n for n, s in registry.ARMS.items() if s.microbatches)})",
+        default=commas(DEFAULT.microbatches),
+        help="M for the pipeline arms "
+        f"({commas(n for n, s in registry.ARMS.items() if s.microbatches)}); a comma list (2,4,8) runs "
+        "each at every M and reports the best",
     )
     trained = commas(n for n, s in registry.ARMS.items() if s.train_mode)
     bench.add_argument(

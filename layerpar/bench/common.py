@@ -182,8 +182,12 @@ def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> lis
     return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
 
 
-def write_summary(out: Path, command: str, rows: Sequence[dict[str, Any]]) -> None:
-    """``out/summary.json``: the reproducing command and one object per arm and K."""
-    (out / "summary.json").write_text(
-        json.dumps({"command": command, "results": list(rows)}, indent=2) + "\n"
-    )
+def write_summary(
+    out: Path, command: str, rows: Sequence[dict[str, Any]], skipped: Sequence[str] = ()
+) -> None:
+    """``out/summary.json``: the reproducing command, one object per arm, K (and M), and the
+    arm/M pairs a schedule cannot run."""
+    record: dict[str, Any] = {"command": command, "results": list(rows)}
+    if skipped:
+        record["skipped"] = list(skipped)
+    (out / "summary.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -44,8 +44,9 @@ class BenchConfig:
     steps: int = 30
     """Timed steps per repeat, after the warm-up."""
     warmup_steps: int = 5
-    microbatches: int = 4
-    """M for the arms that take it (``ArmSpec.microbatches``)."""
+    microbatches: tuple[int, ...] = (4,)
+    """M for the arms that take it (``ArmSpec.microbatches``); several: each pipeline arm runs at
+    every M and the best is its headline."""
     train: bool = False
     """Also train the arms with a ``train_mode`` to the end (accuracy, time-to-target)."""
     target: float | None = None
@@ -73,12 +74,15 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         registry.check(self.arms)
-        for flag, values in (("--stages", self.stages), ("--replicas", self.replicas)):
+        for flag, values in (
+            ("--stages", self.stages),
+            ("--replicas", self.replicas),
+            ("--microbatches", self.microbatches),
+        ):
             if not values or min(values) < 1:
                 raise ConfigError(f"{flag} needs positive integers, got {list(values)}")
         for flag, value in (
             ("--repeats", self.repeats),
-            ("--microbatches", self.microbatches),
             ("--max-stages", self.max_stages),
         ):
             if value < 1:
@@ -95,7 +99,7 @@ class BenchConfig:
             repeats=args.repeats,
             steps=args.steps,
             warmup_steps=args.warmup_steps,
-            microbatches=args.microbatches,
+            microbatches=_ints("--microbatches", str(args.microbatches)),
             train=args.train,
             target=args.target,
             eval_every_steps=args.eval_every_steps,
@@ -134,7 +138,7 @@ class BenchConfig:
             "repeats": self.repeats,
             "steps": self.steps,
             "warmup-steps": self.warmup_steps,
-            "microbatches": self.microbatches,
+            "microbatches": commas(self.microbatches),
             "target": self.target,
             "eval-every-steps": self.eval_every_steps,
         }

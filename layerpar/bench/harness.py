@@ -109,23 +109,37 @@ def run_bench(bench: BenchConfig) -> Path:
     # Step timing needs only the batches it times (train_limit never grows past the preset's).
     config = timing_config(train_config, bench.warmup_steps, bench.steps)
     out = bench.out_dir(f"bench-{config.model.name}-{config.data.dataset}-%Y%m%d-%H%M%S")
-    jobs = [(arm, k) for arm in bench.arms for k in registry.ARMS[arm].device_counts(bench.stages)]
-    raw: dict[tuple[str, int], list[dict[str, Any]]] = {job: [] for job in jobs}
+    candidates = [
+        (arm, k, m)
+        for arm in bench.arms
+        for k in registry.ARMS[arm].device_counts(bench.stages)
+        for m in (bench.microbatches if registry.ARMS[arm].microbatches else (None,))
+    ]
+    least = {(a, k): registry.ARMS[a].min_microbatches_per_device * k for a, k, _ in candidates}
+    jobs = [(a, k, m) for a, k, m in candidates if m is None or m >= least[(a, k)]]
+    skipped = [
+        f"{a} M={m} at K={k}: skipped, the schedule needs M ≥ {least[(a, k)]}"
+        for a, k, m in candidates
+        if (a, k, m) not in jobs
+    ]
+    raw: dict[tuple[str, int, int | None], list[dict[str, Any]]] = {job: [] for job in jobs}
     bar = tqdm(total=len(jobs) * bench.repeats, desc="bench", unit="run")
     for repeat in range(bench.repeats):
         # Interleave arms and rotate their order, so drift in machine speed hits every arm alike.
         order = jobs[repeat % len(jobs) :] + jobs[: repeat % len(jobs)]
-        for arm, devices in order:
+        for arm, devices, micro in order:
             k_config = replace(config, parallel={"stages": max(devices, 1)})
             processes = registry.ARMS[arm].processes(devices)
-            result = run_arm(arm, processes, k_config, bench.warmup_steps, bench.steps, bench.microbatches)
-            raw[(arm, devices)].append(result)
+            m = micro if micro is not None else bench.microbatches[0]
+            result = run_arm(arm, processes, k_config, bench.warmup_steps, bench.steps, m)
+            raw[(arm, devices, micro)].append(result)
             bar.update(1)
     bar.close()
-    summary = [_summarise(arm, devices, runs, config, bench) for (arm, devices), runs in raw.items()]
+    summary = [_summarise(arm, k, m, runs, config, bench) for (arm, k, m), runs in raw.items()]
+    mark_best_microbatches(summary)
     if bench.train:
         _train_arms(summary, train_config, out, bench)
-    _write(out, summary, bench)
+    _write(out, summary, bench, skipped)
     return out
 
 
@@ -151,8 +165,20 @@ def _train_arms(summary: list[dict[str, Any]], config: RunConfig, out: Path, ben
     plot_accuracy(out, curves, target)
 
 
+def mark_best_microbatches(summary: list[dict[str, Any]]) -> None:
+    """``best_m``: whether a row is its arm's fastest M at its K (rows without M: True)."""
+    for row in summary:
+        rivals = [r for r in summary if r["arm"] == row["arm"] and r["devices"] == row["devices"]]
+        row["best_m"] = row["step_time_s_median"] == min(r["step_time_s_median"] for r in rivals)
+
+
 def _summarise(
-    arm: str, devices: int, runs: list[dict[str, Any]], config: RunConfig, bench: BenchConfig
+    arm: str,
+    devices: int,
+    micro: int | None,
+    runs: list[dict[str, Any]],
+    config: RunConfig,
+    bench: BenchConfig,
 ) -> dict[str, Any]:
     medians = [statistics.median(r["step_times"]) for r in runs]
     median = statistics.median(medians)
@@ -168,7 +194,7 @@ def _summarise(
         "time_to_target_s": None,
         "peak_mem_mb": max(r["peak_mem_mb"] for r in runs),
         "bytes_per_step": statistics.median(r["bytes_per_step"] for r in runs),
-        "microbatches": bench.microbatches if registry.ARMS[arm].microbatches else None,
+        "microbatches": micro,
         "steps": bench.steps,
         "warmup_steps": bench.warmup_steps,
         "config": config.to_dict(),
@@ -190,9 +216,9 @@ CONSOLE_COLUMNS = {
 """The console table: short names of some of table.md's columns."""
 
 
-def _write(out: Path, summary: list[dict[str, Any]], bench: BenchConfig) -> None:
+def _write(out: Path, summary: list[dict[str, Any]], bench: BenchConfig, skipped: list[str]) -> None:
     command = bench.command_line()
-    write_summary(out, command, summary)
+    write_summary(out, command, summary, skipped)
     serial = next((r["step_time_s_median"] for r in summary if r["arm"] == SERIAL), None)
     table = Table(title="layerpar bench")
     for column in CONSOLE_COLUMNS:
@@ -206,7 +232,7 @@ def _write(out: Path, summary: list[dict[str, Any]], bench: BenchConfig) -> None
             if registry.ARMS[p["arm"]].microbatches and p["devices"] == r["devices"]
         ]
         cells = {  # table.md's columns
-            "arm": r["arm"],
+            "arm": r["arm"] if r["microbatches"] is None else f"{r['arm']} M={r['microbatches']}",
             "devices": str(r["devices"]),
             "step time (s, median)": f"{step:.4f}",
             "spread": f"{r['step_time_s_spread']:.4f}",
@@ -221,6 +247,7 @@ def _write(out: Path, summary: list[dict[str, Any]], bench: BenchConfig) -> None
         rows.append(cells)
         table.add_row(*(cells[name] for name in CONSOLE_COLUMNS.values()))
     lines = [f"Command: `{command}`", "", *markdown_table(list(rows[0]), [list(c.values()) for c in rows])]
+    lines += ["", *(f"- {note}" for note in skipped)] if skipped else []
     (out / "table.md").write_text("\n".join(lines) + "\n")
     console = Console()
     (console if console.is_terminal else Console(width=160)).print(table)
@@ -249,7 +276,11 @@ def _plot(out: Path, summary: list[dict[str, Any]], serial: float | None) -> Non
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for arm in sorted({r["arm"] for r in summary} - {SERIAL}):
-        points = sorted((r["devices"], serial / r["step_time_s_median"]) for r in summary if r["arm"] == arm)
+        points = sorted(
+            (r["devices"], serial / r["step_time_s_median"])
+            for r in summary
+            if r["arm"] == arm and r.get("best_m", True)
+        )
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=arm)
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="serial")
     ax.set_xlabel("devices (K)")

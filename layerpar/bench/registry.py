@@ -72,6 +72,9 @@ class ArmSpec:
     microbatches: bool = False
     """Takes ``--microbatches M``: M is reported with its rows, and it is a pipeline arm in the
     "speedup vs best pipeline" column and in the cost model's M sweep."""
+    min_microbatches_per_device: int = 1
+    """The schedule runs only with M ≥ this × K (DualPipeV: 2, one per stage); smaller M of a
+    ``--microbatches`` sweep are skipped and said so in table.md."""
     predict: PredictFn | None = None
     """Its formula in the scaling model (``costmodel.py``); None: ``--predict`` skips it."""
     splits_model: bool = True
@@ -133,6 +136,15 @@ def _run_1f1b(config: RunConfig, warmup: int, steps: int, *, microbatches: int) 
     from layerpar.bench.arms import arm_pipeline
 
     return arm_pipeline(config, warmup, steps, schedule="1f1b", microbatches=microbatches)
+
+
+def _multistage(schedule: str) -> RunFn:
+    def run(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
+        from layerpar.bench.multistage_arms import arm_multistage
+
+        return arm_multistage(config, warmup, steps, schedule=schedule, microbatches=microbatches)
+
+    return run
 
 
 def _run_deepspeed(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
@@ -226,6 +238,31 @@ _SPECS = (
         _run_1f1b,
         microbatches=True,
         predict=_predict_1f1b,
+    ),
+    ArmSpec(
+        "interleaved1f1b",
+        "interleaved 1F1B, torch.distributed.pipelining, 2 stages per rank, M micro-batches",
+        _multistage("interleaved1f1b"),
+        microbatches=True,
+    ),
+    ArmSpec(
+        "interleavedzb",
+        "interleaved zero-bubble, torch.distributed.pipelining, 2 stages per rank, M micro-batches",
+        _multistage("interleavedzb"),
+        microbatches=True,
+    ),
+    ArmSpec(
+        "zbv",
+        "ZBV zero-bubble (V-shaped), torch.distributed.pipelining, M micro-batches",
+        _multistage("zbv"),
+        microbatches=True,
+    ),
+    ArmSpec(
+        "dualpipev",
+        "DualPipeV (V-shaped), torch.distributed.pipelining, M ≥ 2K micro-batches",
+        _multistage("dualpipev"),
+        microbatches=True,
+        min_microbatches_per_device=2,
     ),
     ArmSpec(
         "deepspeed",

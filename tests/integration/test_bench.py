@@ -47,6 +47,40 @@ def test_bench_writes_summary_table_and_plots(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_every_exact_pipeline_schedule_runs_at_every_m_and_the_best_m_is_marked(tmp_path: Path) -> None:
+    """The two-stages-per-rank schedules (interleaved 1F1B, interleaved zero-bubble, ZBV,
+    DualPipeV) beside 1F1B, swept over M = 2, 4: one row per arm and M, the fastest flagged."""
+    arms = "serial,1f1b,interleaved1f1b,interleavedzb,zbv,dualpipev"
+    code = main(["bench", "--config", str(ROOT / "configs/digits_tiny.yaml"), "--arms", arms, "--stages", "2",
+                 "--repeats", "1", "--steps", "2", "--warmup-steps", "1", "--microbatches", "2,4",
+                 "--out", str(tmp_path), "--name", "m"])
+    assert code == 0
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert "--microbatches 2,4" in summary["command"]
+    rows = {(r["arm"], r["microbatches"]): r for r in summary["results"]}
+    pipeline_arms = arms.split(",")[1:]
+    # DualPipeV needs M >= 2K = 4: its M=2 is skipped, and said so.
+    ran = {(a, m) for a in pipeline_arms for m in (2, 4)} - {("dualpipev", 2)}
+    assert set(rows) == {("serial", None)} | ran
+    assert summary["skipped"] == ["dualpipev M=2 at K=2: skipped, the schedule needs M ≥ 4"]
+    for arm in pipeline_arms:
+        measured = [rows[(arm, m)] for m in (2, 4) if (arm, m) in rows]
+        assert sum(r["best_m"] for r in measured) >= 1
+        assert all(r["bytes_per_step"] > 0 for r in measured)
+    table = (tmp_path / "m" / "table.md").read_text()
+    assert "zbv M=2" in table and "dualpipev M=4" in table and "needs M ≥ 4" in table
+
+
+def test_two_stage_schedules_place_stages_in_a_loop_or_a_v() -> None:
+    from layerpar.bench.multistage_arms import stage_ids
+
+    assert [stage_ids("interleaved1f1b", r, 2) for r in range(2)] == [(0, 2), (1, 3)]
+    assert [stage_ids("zbv", r, 2) for r in range(2)] == [(0, 3), (1, 2)]  # rank 0: first and last
+    assert [stage_ids("dualpipev", r, 4) for r in range(4)] == [(0, 7), (1, 6), (2, 5), (3, 4)]
+
+
 def test_unknown_arm_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["bench", "--config", str(ROOT / "configs/digits_tiny.yaml"), "--arms", "serial,nope",
                  "--out", str(tmp_path)])

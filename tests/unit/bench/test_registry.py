@@ -38,7 +38,7 @@ def test_arms_help_lists_exactly_the_registry():
 
 
 def test_other_flags_name_the_arms_their_spec_fields_select():
-    assert "(gpipe,1f1b,deepspeed)" in (_bench_action("microbatches").help or "")
+    assert "(gpipe,1f1b,interleaved1f1b,interleavedzb,zbv,dualpipev,deepspeed)" in (_bench_action("microbatches").help or "")
     assert "serial,layerpar arms" in (_bench_action("train").help or "")
     assert f"({','.join(registry.predictable())})" in (_bench_action("predict").help or "")
     assert registry.predictable() == ("serial", "layerpar", "ddp", "gpipe", "1f1b")
@@ -123,7 +123,7 @@ def _bench_imports(path: Path) -> set[str]:
 
 def test_bench_modules_import_each_other_without_cycles():
     graph = {path.stem: _bench_imports(path) for path in BENCH.glob("*.py")}
-    assert graph["registry"] <= {"common", "costmodel", "profile", "arms", "deepspeed_arm", "minimal_arm"}
+    assert graph["registry"] <= {"common", "costmodel", "profile", "arms", "deepspeed_arm", "minimal_arm", "multistage_arms"}
     for arm_module in ("arms", "deepspeed_arm", "minimal_arm", "common"):
         assert "registry" not in graph[arm_module], arm_module
     done: set[str] = set()

@@ -1,0 +1,73 @@
+"""The exact pipeline schedules of ``torch.distributed.pipelining`` that hold two stages per
+rank: interleaved 1F1B, interleaved zero-bubble, ZBV zero-bubble and DualPipeV.
+
+The backbone is cut into 2K stages (same balance as the other arms, rank 0's cut broadcast).
+Interleaved schedules give rank r the stages r and r + K (a loop); the V-shaped ones (ZBV,
+DualPipeV) the stages r and 2K − 1 − r, so rank 0 holds both the first and the last stage.
+Zero-bubble schedules split each backward into an input-gradient and a weight-gradient part and
+fill the pipeline's bubbles with the latter (Qi et al., ICLR 2024).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+
+from layerpar.bench.common import StepTimes, batch_plan, time_steps
+from layerpar.config import RunConfig, replace
+from layerpar.parallel.optim import make_optimizer
+from layerpar.parallel.setup import build_model_for, distributed_bounds
+
+V_SHAPED = frozenset({"zbv", "dualpipev"})
+SCHEDULES = ("interleaved1f1b", "interleavedzb", "zbv", "dualpipev")
+
+
+def stage_ids(schedule: str, rank: int, world: int) -> tuple[int, int]:
+    """The two (of 2K) stages rank ``rank`` holds under ``schedule``."""
+    if schedule in V_SHAPED:
+        return rank, 2 * world - 1 - rank
+    return rank, rank + world
+
+
+def _schedule_class(schedule: str) -> Any:
+    from torch.distributed import pipelining
+
+    return {
+        "interleaved1f1b": pipelining.ScheduleInterleaved1F1B,
+        "interleavedzb": pipelining.ScheduleInterleavedZeroBubble,
+        "zbv": pipelining.ScheduleZBVZeroBubble,
+        "dualpipev": pipelining.ScheduleDualPipeV,
+    }[schedule]
+
+
+def arm_multistage(
+    config: RunConfig, warmup: int, steps: int, *, schedule: str, microbatches: int, **_: Any
+) -> StepTimes:
+    """``schedule`` over ``microbatches`` micro-batches, two stages per rank."""
+    from torch.distributed.pipelining import PipelineStage
+
+    from layerpar.parallel.comm import TorchDistComm
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = build_model_for(config)[0]
+    virtual = replace(config, parallel={"stages": 2 * world})
+    bounds = distributed_bounds(virtual, TorchDistComm())
+    ids = stage_ids(schedule, rank, world)
+    modules = [model.slice(bounds[i], bounds[i + 1]) for i in ids]
+    stages = [PipelineStage(m, i, 2 * world, torch.device("cpu")) for m, i in zip(modules, ids, strict=True)]
+    pipe = _schedule_class(schedule)(stages, n_microbatches=microbatches, loss_fn=F.cross_entropy)
+    params = [p for m in modules for p in m.parameters()]
+    optimizer = make_optimizer(params, config.optim, warmup + steps)[0]
+    plan = batch_plan(config)
+    first, last = any(s.is_first for s in stages), any(s.is_last for s in stages)
+
+    def step(i: int) -> None:
+        x, y = plan.batch(i)
+        optimizer.zero_grad(set_to_none=True)
+        pipe.step(*((x,) if first else ()), **({"target": y} if last else {}))
+        optimizer.step()
+
+    return time_steps(step, warmup, steps)
