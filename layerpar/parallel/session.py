@@ -76,7 +76,7 @@ class RunSession:
         recorder = None
         if self.runner.is_main:
             write_run_config(self.run_dir, self.config)
-            if resumed is not None:
+            if resume:  # a restart with no set yet starts at step 0: its old records go too
                 truncate_metrics(self.run_dir / "metrics.jsonl", self.runner.step)
             recorder = RunRecorder(
                 self.run_dir,
