@@ -64,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_args(train)
     train.add_argument("--cluster", help="cluster config YAML (cluster_configs/*.yaml): where workers run")
-    train.add_argument("--resume", action="store_true", help="continue the run named by train.run_name")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run named by train.run_name from its newest complete checkpoint set "
+        "(refused, naming the fields, if model, cut, method or layout differ)",
+    )
 
     launch = sub.add_parser(
         "launch",

@@ -24,7 +24,7 @@ from layerpar.report.results import (
     times,
 )
 
-PIPELINE_ARMS = ("gpipe", "1f1b", "deepspeed")
+PIPELINE_ARMS = ("gpipe", "1f1b", "interleaved1f1b", "interleavedzb", "zbv", "dualpipev", "deepspeed")
 """The arms a layer-parallel step is compared with at the same K (as in ``layerpar bench``)."""
 
 ARMS = {
@@ -33,6 +33,10 @@ ARMS = {
     "ddp": "DDP",
     "gpipe": "GPipe (torch.distributed.pipelining)",
     "1f1b": "1F1B",
+    "interleaved1f1b": "interleaved 1F1B",
+    "interleavedzb": "interleaved zero-bubble",
+    "zbv": "ZBV zero-bubble",
+    "dualpipev": "DualPipeV",
     "deepspeed": "DeepSpeed pipeline",
     "serial-threads": "serial, K threads (informational)",
 }
