@@ -51,13 +51,16 @@ def bench_summary(results: Results, folder: str) -> Record:
 
 
 def pick(summary: Record, arm: str) -> Record:
-    """The result of ``arm``, or ``arm@K`` where the arm ran at several K."""
+    """The result of ``arm``, or ``arm@K`` where the arm ran at several K; of an arm swept over
+    several M, its fastest (``best_m``)."""
     name, _, devices = arm.partition("@")
     found = [
         r
         for r in summary["results"]
         if r["arm"] == name and (not devices or int(r["devices"]) == int(devices))
     ]
+    if len(found) > 1 and len({int(r["devices"]) for r in found}) == 1:
+        found = [r for r in found if r.get("best_m")][:1]
     if len(found) != 1:
         raise ReportError(f"{len(found)} results match arm {arm!r}; write arm@K where it ran at several K")
     return found[0]
