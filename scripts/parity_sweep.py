@@ -33,7 +33,16 @@ SCREEN_BASE = [
     "train.progress=false", "train.eval_every=1",
 ]
 
+SCRATCH = f"/tmp/parity/{time.strftime('%Y%m%d-%H%M%S')}"
+
 VARIANTS: dict[str, list[str]] = {
+    # The parallel phase alone (no serial epochs), for the update-cosine diagnosis.
+    "al-b0.01-parallel": ["layerpar.method=al", "layerpar.beta=0.01", "layerpar.warmup_epochs=0",
+                          "layerpar.serial_final_epochs=0"],
+    "al-b0.01-parallel-K4": ["layerpar.method=al", "layerpar.beta=0.01", "layerpar.warmup_epochs=0",
+                             "layerpar.serial_final_epochs=0", "parallel.stages=4"],
+    "penalty-b0.01-parallel": ["layerpar.method=penalty", "layerpar.beta=0.01", "layerpar.warmup_epochs=0",
+                               "layerpar.serial_final_epochs=0"],
     "serial": ["train.mode=serial"],
     "al-b0.01": ["layerpar.method=al", "layerpar.beta=0.01"],
     "al-b0.001": ["layerpar.method=al", "layerpar.beta=0.001"],
@@ -107,7 +116,8 @@ VARIANTS: dict[str, list[str]] = {
 
 
 def run_one(name: str, overrides: list[str], out: Path, tag: str) -> dict:
-    config = load_config(None, overrides + ["train.out_dir=/tmp/parity", f"train.run_name={tag}"])
+    # A fresh scratch folder per invocation: a run folder is never reused (it would be refused).
+    config = load_config(None, overrides + [f"train.out_dir={SCRATCH}", f"train.run_name={tag}"])
     start = time.time()
     if CLUSTER:
         # K worker processes (one thread each) instead of the in-process trainer: the same

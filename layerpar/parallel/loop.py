@@ -211,12 +211,19 @@ class CheckpointTimer:
 
 
 def diagnose(runner: Runner, schedule: StepSchedule) -> dict[str, float]:
-    """Per-boundary AuxNet errors on a fixed training batch (step 0's), untimed.
+    """On a fixed training batch (step 0's), untimed: per-boundary AuxNet errors, and per module
+    the cosine between the gradient a parallel step applies and serial backprop's (AuxNet
+    methods whose step uses its own batch: penalty, al).
 
-    The same serial pass runs on every worker, so every process must call this together."""
+    The same passes run on every worker, so every process must call this together."""
     if not runner.has_aux:
         return {}
     runner.begin(0, schedule.beta, serial=True)
     runner.run(runner.diagnostic_program)
-    merged = runner.gather([runner.take_metrics()])
-    return merged[0] if merged else {}
+    records = [runner.take_metrics()]
+    if runner.cosine_program is not None:
+        runner.begin(0, schedule.beta)
+        runner.run(runner.cosine_program)
+        records.append(runner.take_metrics())
+    merged = runner.gather(records)
+    return {key: value for record in merged or [] for key, value in record.items()}

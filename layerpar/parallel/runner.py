@@ -18,7 +18,7 @@ from layerpar.parallel.batches import BatchPlan
 from layerpar.parallel.comm import Comm
 from layerpar.parallel.evaluate import evaluate_chain, evaluate_serial
 from layerpar.parallel.methods.base import Program
-from layerpar.parallel.stage import DIAGNOSTIC_PROGRAM, StageWorker
+from layerpar.parallel.stage import COSINE_PROGRAM, DIAGNOSTIC_PROGRAM, StageWorker
 
 Metrics = dict[str, float]
 
@@ -59,6 +59,12 @@ class _Runner:
     @property
     def diagnostic_program(self) -> Program:
         return DIAGNOSTIC_PROGRAM
+
+    @property
+    def cosine_program(self) -> Program | None:
+        """For an AuxNet method whose step applies its own batch's gradient (not a stale one)."""
+        method = self.workers[0].method
+        return COSINE_PROGRAM if self.has_aux and not method.stale else None
 
     def begin(self, step: int, beta: float, *, serial: bool = False, final: bool = False) -> None:
         for worker in self.workers:

@@ -37,8 +37,23 @@ from layerpar.parallel.objective import Objective
 from layerpar.parallel.optim import make_optimizer
 from layerpar.parallel.stash import PendingForward, replay_forward, stashed_forward
 
-DIAGNOSTIC_PROGRAM: Program = SERIAL_PASS + (Phase("aux", "diagnose"), Phase("worker", "discard_step"))
-"""A serial pass that measures how well the AuxNet predicts states and adjoints; no update."""
+DIAGNOSTIC_PROGRAM: Program = SERIAL_PASS + (
+    Phase("worker", "keep_reference_gradient"),
+    Phase("aux", "diagnose"),
+    Phase("worker", "discard_step"),
+)
+"""A serial pass that measures how well the AuxNet predicts states and adjoints, and keeps
+serial backprop's gradient for ``COSINE_PROGRAM``; no update."""
+
+COSINE_PROGRAM: Program = (
+    Phase("method", "forward_backward"),
+    Phase("worker", "update_cosine"),
+    Phase("worker", "discard_step"),
+)
+"""After ``DIAGNOSTIC_PROGRAM`` on the same batch at the same weights: the gradient one parallel
+step of an AuxNet method applies, and its cosine with serial backprop's; no update."""
+
+DIAGNOSTIC_KEYS = ("aux_state_error/", "multiplier_error/", "update_cosine/")
 
 
 class StageWorker:
@@ -94,6 +109,7 @@ class StageWorker:
         self._inflight: list[Handle] = []
         self._stage_sync: Handle | None = None
         self._stage_bucket: torch.Tensor | None = None
+        self._reference_grad: torch.Tensor | None = None
 
     # ---------------------------------------------------------------------------- topology
 
@@ -288,8 +304,22 @@ class StageWorker:
         for handle in self.state.sends:
             handle.wait()
         s = self.state
-        for key in [k for k in s.metrics if not k.startswith(("aux_state_error/", "multiplier_error/"))]:
+        for key in [k for k in s.metrics if not k.startswith(DIAGNOSTIC_KEYS)]:
             del s.metrics[key]
+
+    def keep_reference_gradient(self) -> None:
+        """Serial backprop's gradient of this module, kept for ``update_cosine``."""
+        self._reference_grad = flat_grads(self.module).detach().clone()
+
+    def update_cosine(self) -> None:
+        """cos(gradient of this parallel step, serial backprop's gradient of the same batch at
+        the same weights): where the update goes, against where backprop would take it."""
+        reference, self._reference_grad = self._reference_grad, None
+        if reference is None:
+            return
+        self.state.metrics[f"update_cosine/{self.stage}"] = torch.nn.functional.cosine_similarity(
+            flat_grads(self.module), reference, dim=0
+        )
 
     def nonfinite(self) -> list[str]:
         """What of this step is NaN or Inf: its losses, its module's parameters (a bad gradient

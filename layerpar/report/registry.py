@@ -17,6 +17,7 @@ from layerpar.report.costmodel import (
     value_forward_ms,
     value_model_error,
 )
+from layerpar.report.diagnosis import diagnosis_table
 from layerpar.report.parity import gap_range, parity_auxnet, parity_pipelined, parity_runs
 from layerpar.report.reliability import reliability_table
 from layerpar.report.results import Results, Table
@@ -43,6 +44,7 @@ BLOCKS: dict[str, Callable[[Results, Sequence[str]], Table]] = {
     "bench-seeds": bench_seeds_table,
     "demo": demo_table,
     "reliability": reliability_table,
+    "diagnosis": diagnosis_table,
 }
 VALUES: dict[str, Callable[[Results, Sequence[str]], str]] = {
     "acc": value_acc,

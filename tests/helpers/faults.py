@@ -56,8 +56,10 @@ def spawned_workers(pid: int) -> list[int]:
     )
 
 
-def ray_actor_pids(name: str = "RayWorker") -> list[int]:
-    """Processes of live Ray actors of class ``name`` on this machine."""
+def ray_actor_pids(name: str = "RayWorker.run") -> list[int]:
+    """Processes of live Ray actors on this machine whose title is ``ray::<name>``: by default
+    the layerpar actors *running* a rank (Ray titles an actor by the method it executes), not
+    idle ones another test's Ray may still hold."""
     return sorted(
         int(entry.name)
         for entry in Path("/proc").iterdir()

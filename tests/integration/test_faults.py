@@ -128,7 +128,11 @@ def test_local_sigkill_of_a_worker_restarts_and_matches_the_uninterrupted_run(tm
 def test_ray_sigkill_of_an_actor_restarts_and_matches_the_uninterrupted_run(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     cluster = dataclasses.replace(load_cluster_config(ROOT / "cluster_configs" / "ray_local.yaml"), max_restarts=2)
-    result = _kill_mid_run_and_recover(tmp_path, cluster, lambda: (ray_actor_pids() or [None])[-1])
+    def running_actor() -> int | None:
+        actors = ray_actor_pids()
+        return actors[-1] if len(actors) == 2 else None  # both ranks of this run, nothing else
+
+    result = _kill_mid_run_and_recover(tmp_path, cluster, running_actor)
     assert "Ray actor" in result["restarts"][0]["error"]
 
 
