@@ -56,15 +56,12 @@ def spawned_workers(pid: int) -> list[int]:
     )
 
 
-def ray_actor_pids(name: str = "RayWorker.run") -> list[int]:
-    """Processes of live Ray actors on this machine whose title is ``ray::<name>``: by default
-    the layerpar actors *running* a rank (Ray titles an actor by the method it executes), not
-    idle ones another test's Ray may still hold."""
-    return sorted(
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and f"ray::{name}" in cmdline(int(entry.name)) and alive(int(entry.name))
-    )
+def ray_actor_pids(name: str = "RayWorker.run", within: int | None = None) -> list[int]:
+    """Processes of live Ray actors whose title is ``ray::<name>``: by default the layerpar
+    actors *running* a rank (Ray titles an actor by the method it executes), and only those
+    below this process (a Ray started here: its raylet is our child), not another run's."""
+    below = set(descendants(os.getpid() if within is None else within))
+    return sorted(pid for pid in below if f"ray::{name}" in cmdline(pid) and alive(pid))
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float, what: str, poll_s: float = 0.05) -> T:
