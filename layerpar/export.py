@@ -1,7 +1,7 @@
 """``layerpar export``: the serially assembled backbone of a run as a plain ``state_dict``.
 
     layerpar export runs/my-run --out my-run.pt      # newest complete checkpoint set
-    model.load_state_dict(torch.load("my-run.pt"))     # the config's backbone, no layerpar needed
+    model.load_state_dict(torch.load("my-run.pt", weights_only=True))  # the config's backbone
 
 A run folder is assembled from its newest complete checkpoint set (so a run that died still
 exports its last checkpoint); a ``model.pt`` file is unwrapped as it is.

@@ -3,15 +3,14 @@ same parameters as an uninterrupted run — in one process and across worker pro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from layerpar.config import RunConfig, load_config
 from layerpar.launchers.local import launch_local
 from layerpar.parallel.trainer import LayerParallelTrainer
+from tests.helpers.runs import assert_same_models, step_losses
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,22 +20,6 @@ def _config(out: Path, name: str, *extra: str) -> RunConfig:
         "data.train_limit=320", "train.batch_size=32", "train.epochs=2", "train.dtype=float64",
         "train.progress=false", f"train.out_dir={out}", f"train.run_name={name}",
         "layerpar.warmup_epochs=0.3", "layerpar.serial_final_epochs=0.2", *extra])
-
-
-def _model(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "model.pt", weights_only=True)["model"]
-
-
-def _assert_same_models(a: Path, b: Path) -> None:
-    ours, theirs = _model(a), _model(b)
-    assert ours.keys() == theirs.keys()
-    for key in ours:
-        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0, msg=key)
-
-
-def _losses(run: Path) -> list[float]:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r.get("loss") for r in records if r["kind"] == "step"]
 
 
 STALE_FREE = ("layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0")
@@ -52,8 +35,8 @@ def test_in_process_resume_is_exact(tmp_path: Path, method: str) -> None:
     stopped = LayerParallelTrainer(_config(tmp_path, "resumed", "train.stop_at_step=7", *extra)).fit()
     assert stopped.final_test_acc is None  # stopped mid-epoch: no evaluation yet
     resumed = LayerParallelTrainer(_config(tmp_path, "resumed", *extra)).fit(resume=True)
-    _assert_same_models(tmp_path / "straight", tmp_path / "resumed")
-    assert _losses(tmp_path / "straight") == _losses(tmp_path / "resumed")
+    assert_same_models(tmp_path / "straight", tmp_path / "resumed")
+    assert step_losses(tmp_path / "straight") == step_losses(tmp_path / "resumed")
     # The summary's time is the whole run's, not the resumed part's.
     assert resumed.train_time_s > stopped.train_time_s
 
@@ -67,8 +50,8 @@ def test_distributed_resume_is_exact(tmp_path: Path, method: str) -> None:
     LayerParallelTrainer(_config(tmp_path, "straight", *extra)).fit()
     launch_local(_config(tmp_path, "resumed", "train.stop_at_step=13", *extra))
     launch_local(_config(tmp_path, "resumed", *extra), resume=True)
-    _assert_same_models(tmp_path / "straight", tmp_path / "resumed")
-    assert _losses(tmp_path / "straight") == _losses(tmp_path / "resumed")
+    assert_same_models(tmp_path / "straight", tmp_path / "resumed")
+    assert step_losses(tmp_path / "straight") == step_losses(tmp_path / "resumed")
 
 
 def test_resume_without_checkpoint_says_what_is_missing(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from tests.helpers.faults import (
     spawned_workers,
     wait_for,
 )
+from tests.helpers.runs import assert_same_models, step_losses
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / "cluster_configs" / "local_cpu.yaml"
@@ -48,23 +49,6 @@ RUN = [
 def _config(out: Path, name: str, *extra: str) -> RunConfig:
     return load_config(ROOT / "configs" / "digits_tiny.yaml",
                        [*RUN, f"train.out_dir={out}", f"train.run_name={name}", *extra])
-
-
-def _model(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "model.pt", weights_only=True)["model"]
-
-
-def _assert_same_models(a: Path, b: Path) -> None:
-    ours, theirs = _model(a), _model(b)
-    assert ours.keys() == theirs.keys()
-    for key in ours:
-        # K processes reproduce the in-process reference to float64 rounding (all-reduce order).
-        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-10, atol=1e-10, msg=key)
-
-
-def _step_losses(run: Path) -> list[float | None]:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r.get("loss") for r in records if r["kind"] == "step"]
 
 
 def _in_background(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
@@ -102,10 +86,11 @@ def _kill_mid_run_and_recover(
         detected_s = restarts[0]["detected_unix"] - killed_at
         assert 0 <= detected_s < 15, f"the death was noticed after {detected_s:.1f} s"
     LayerParallelTrainer(_config(tmp_path, "straight")).fit()
-    _assert_same_models(tmp_path / "straight", tmp_path / "killed")
+    # K processes reproduce the in-process reference to float64 rounding (all-reduce order).
+    assert_same_models(tmp_path / "straight", tmp_path / "killed", tol=1e-10)
     torch.testing.assert_close(
-        torch.tensor([x or 0.0 for x in _step_losses(tmp_path / "killed")]),
-        torch.tensor([x or 0.0 for x in _step_losses(tmp_path / "straight")]), rtol=1e-10, atol=1e-10)
+        torch.tensor([x or 0.0 for x in step_losses(tmp_path / "killed")]),
+        torch.tensor([x or 0.0 for x in step_losses(tmp_path / "straight")]), rtol=1e-10, atol=1e-10)
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
     assert summary.get("restarts", []) == restarts
     return {"detected_s": detected_s, "restarts": restarts}
