@@ -33,13 +33,15 @@ class ModelConfig:
     """Which backbone to train."""
 
     name: str = "resnet20"
-    """Backbone: resnet20/32/44/56/110, wrn16-K / wrn28-K (K = widen factor), mlp."""
+    """Backbone: resnet20/32/44/56/110, wrn16-K / wrn28-K (K = widen factor), mlp; diffusion
+    denoisers (with a ``diffusion`` objective): mlp_denoiser (2-D data), dit_tiny, dit_s, dit
+    (hidden/depth below)."""
     width: int = 1
     """Width multiplier for ResNets (base channels 16 × width)."""
     hidden: int = 128
-    """Hidden width for the residual MLP backbone (``name: mlp``)."""
+    """Hidden width of the residual MLPs (``mlp``, ``mlp_denoiser``) and of a custom ``dit``."""
     depth: int = 8
-    """Number of residual blocks for the residual MLP backbone."""
+    """Residual blocks of the residual MLPs, DiT blocks of a custom ``dit``."""
     factory: str | None = None
     """Your own model: ``package.module:function`` returning an ``nn.Sequential`` of blocks (or a
     layerpar Backbone), called as ``function(config)`` with the torch seed set from train.seed.
@@ -52,7 +54,8 @@ class DataConfig:
     """Which data to train on and how to augment it."""
 
     dataset: str = "fashion_mnist"
-    """mnist, fashion_mnist or digits (sklearn, 8×8, for quick tests)."""
+    """mnist, fashion_mnist or digits (sklearn, 8×8, for quick tests); 2-D toy distributions for
+    diffusion: checkerboard, gaussians8 (generated, seeded)."""
     train_limit: int | None = None
     """Use only the first N training images (None: all)."""
     test_limit: int | None = None
@@ -74,6 +77,9 @@ class DataConfig:
 class OptimConfig:
     """Optimiser of the main network (each module keeps its own copy)."""
 
+    name: Literal["sgd", "adamw"] = "sgd"
+    """SGD with momentum (classifiers), or AdamW (diffusion denoisers; betas 0.9, 0.999).
+    Both are per-parameter, so splitting the parameters across modules is the serial update."""
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -215,6 +221,35 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class DiffusionConfig:
+    """Train a denoiser instead of a classifier (``objective`` other than none)."""
+
+    objective: Literal["none", "ddpm", "flow"] = "none"
+    """ddpm: ε-prediction on a noise schedule; flow: flow-matching velocity (x_t = (1−t)x₀ + tε,
+    target ε − x₀); none: a classifier."""
+    schedule: Literal["linear", "cosine"] = "linear"
+    """DDPM noise schedule."""
+    timesteps: int = 1000
+    """DDPM diffusion steps T (t is drawn uniformly from 0..T−1 per sample)."""
+    label_dropout: float = 0.1
+    """Probability that a sample's label is replaced by the null label (classifier-free
+    guidance); every worker draws the same from the step seed."""
+    conditional: bool = True
+    """Condition on the class label (image data sets; 2-D toy data are unconditional)."""
+    ema_decay: float | None = 0.999
+    """EMA of every module's weights (warm-up min(decay, (1+n)/(10+n)) over optimiser steps n);
+    samples are drawn from the EMA weights.  null: no EMA."""
+    sampler: Literal["auto", "ddim", "ddpm", "euler"] = "auto"
+    """Sampler of ``layerpar sample``: auto = ddim for ddpm, euler for flow."""
+    sample_steps: int = 100
+    """Denoising steps of the DDIM / Euler sampler (DDPM takes all T)."""
+    guidance: float = 2.0
+    """Classifier-free guidance scale of ``layerpar sample`` (1: none)."""
+    eval_samples: int = 2000
+    """Test samples whose fixed (x₀, t, ε) draws give the held-out denoising loss."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunConfig:
     """Everything one training run needs; the YAML file mirrors these sections."""
 
@@ -226,6 +261,11 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+    @property
+    def is_diffusion(self) -> bool:
+        return self.diffusion.objective != "none"
 
     def __post_init__(self) -> None:
         _check_positive("parallel.stages", self.parallel.stages)
@@ -330,6 +370,41 @@ def _check_values(config: RunConfig) -> None:
     _check_number("checkpoint.every_min", config.checkpoint.every_min, above=0)
     _check_positive("checkpoint.keep", config.checkpoint.keep)
     _check_number("train.check_finite_every", t.check_finite_every, at_least=0)
+    _check_diffusion(config)
+
+
+def _check_diffusion(config: RunConfig) -> None:
+    f = config.diffusion
+    _check_positive("diffusion.timesteps", f.timesteps)
+    _check_positive("diffusion.sample_steps", f.sample_steps)
+    _check_positive("diffusion.eval_samples", f.eval_samples)
+    _check_number("diffusion.label_dropout", f.label_dropout, at_least=0, below=1)
+    _check_number("diffusion.ema_decay", f.ema_decay, above=0, below=1)
+    _check_number("diffusion.guidance", f.guidance, at_least=0)
+    denoiser = config.model.name in DENOISER_MODELS
+    if denoiser and not config.is_diffusion:
+        raise ConfigError(
+            f"model.name={config.model.name} is a diffusion denoiser: set diffusion.objective to ddpm or flow"
+        )
+    if config.is_diffusion and not denoiser and config.model.factory is None:
+        raise ConfigError(
+            f"diffusion.objective={f.objective} trains a denoiser: set model.name to one of "
+            f"{', '.join(DENOISER_MODELS)} (got {config.model.name})"
+        )
+    if config.is_diffusion and (config.data.crop_pad or config.data.flip):
+        raise ConfigError(
+            "diffusion runs train on the data as they are: set data.crop_pad=0 and data.flip=false"
+        )
+    if f.objective == "flow" and f.sampler not in ("auto", "euler"):
+        raise ConfigError(
+            f"diffusion.objective=flow samples with euler: set diffusion.sampler=auto (got {f.sampler})"
+        )
+    if f.objective == "ddpm" and f.sampler == "euler":
+        raise ConfigError("diffusion.sampler=euler is the flow sampler: use ddim or ddpm with objective=ddpm")
+
+
+DENOISER_MODELS = ("mlp_denoiser", "dit_tiny", "dit_s", "dit")
+"""Backbones that take (x_t, conditioning) and predict ε or a velocity."""
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

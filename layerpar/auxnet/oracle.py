@@ -25,14 +25,17 @@ class OracleAux:
         self.stages = list(stages)
         self.loss_fn = loss_fn
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, upto: int | None = None) -> AuxOutput:
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, upto: int | None = None, cond: torch.Tensor | None = None
+    ) -> AuxOutput:
         saved = [{k: v.clone() for k, v in s.state_dict().items()} for s in self.stages]
+        args = () if cond is None else (cond,)
         h = x
         boundaries: list[torch.Tensor] = []
         for stage in self.stages[:-1]:
-            h = stage(h.detach() if not boundaries else h)
+            h = stage(h.detach() if not boundaries else h, *args)
             boundaries.append(h)
-        loss = self.loss_fn(self.stages[-1](h), y)
+        loss = self.loss_fn(self.stages[-1](h, *args), y)
         adjoints = torch.autograd.grad(loss, boundaries) if boundaries else ()
         for stage, state in zip(self.stages, saved):
             stage.load_state_dict(state)

@@ -20,7 +20,8 @@ from layerpar.parallel.flat import flat_grads, set_flat_grads
 from layerpar.parallel.local_loss import constraint_residual
 from layerpar.parallel.optim import make_aux_optimizer
 
-Oracle = Callable[[torch.Tensor, torch.Tensor, int], AuxOutput]
+Oracle = Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor | None], AuxOutput]
+"""(x, y, upto, cond) -> the true states and adjoints (cond: a denoiser's conditioning)."""
 
 
 class AuxTrainer:
@@ -56,12 +57,12 @@ class AuxTrainer:
         s = w.state
         upto = min(w.stage, w.stages - 2)
         if self.oracle is not None:
-            return self.oracle(s.x, s.y, upto)
+            return self.oracle(s.x, s.y, upto, s.cond)
         assert self.net is not None
         self.net.train()
         labels = s.y if w.config.aux.label_conditioned_multipliers else None
         with w.autocast():
-            return self.net(s.x, upto=upto, labels=labels)
+            return self.net(s.x, s.cond, upto=upto, labels=labels)
 
     # ------------------------------------------------------------------ phases
 

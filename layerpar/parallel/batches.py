@@ -6,9 +6,15 @@ backprop draws its step s, and fed in ``micro`` consecutive parts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from layerpar.data import ArrayDataset, augment_batch, epoch_batches
+
+Noise = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+"""(x₀, labels, step) of a global batch -> (x_t, target, conditioning): a denoiser's training
+inputs, drawn from the step seed (``parallel/denoising.py``)."""
 
 
 class BatchPlan:
@@ -23,6 +29,7 @@ class BatchPlan:
         crop_pad: int = 0,
         flip: bool = False,
         micro: int = 1,
+        noise: Noise | None = None,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
@@ -30,6 +37,7 @@ class BatchPlan:
         self.crop_pad = crop_pad
         self.flip = flip
         self.micro = micro
+        self.noise = noise
         self.batches_per_epoch = len(dataset) // batch_size
         self.steps_per_epoch = self.batches_per_epoch * micro
         self.step_samples = batch_size // micro
@@ -43,7 +51,7 @@ class BatchPlan:
             )
         self._epoch = -1
         self._batches: list[torch.Tensor] = []
-        self._global: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        self._global: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
         """The last global batch drawn (its micro-batches come in consecutive steps)."""
 
     def indices(self, step: int) -> torch.Tensor:
@@ -54,20 +62,34 @@ class BatchPlan:
         return self._batches[index]
 
     def batch(self, step: int, replica: int = 0, replicas: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images, labels) of ``step``, augmented, restricted to ``replica``'s shard."""
-        step, part = divmod(step, self.micro)
-        images, labels = self._global_batch(step)
-        shard = self.step_samples // replicas
-        start = part * self.step_samples + replica * shard
-        return images[start : start + shard], labels[start : start + shard]
+        """(images, labels) of ``step``, augmented, restricted to ``replica``'s shard (for a
+        denoiser: (x_t, target))."""
+        images, labels, _ = self._global_batch(step // self.micro)
+        part = self._shard(step, replica, replicas)
+        return images[part], labels[part]
 
-    def _global_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def cond(self, step: int, replica: int = 0, replicas: int = 1) -> torch.Tensor | None:
+        """The conditioning of the same shard (a denoiser's (time, label); None otherwise)."""
+        cond = self._global_batch(step // self.micro)[2]
+        return None if cond is None else cond[self._shard(step, replica, replicas)]
+
+    def _shard(self, step: int, replica: int, replicas: int) -> slice:
+        shard = self.step_samples // replicas
+        start = (step % self.micro) * self.step_samples + replica * shard
+        return slice(start, start + shard)
+
+    def _global_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         if self._global is None or self._global[0] != step:
             idx = self.indices(step)
             images, labels = self.dataset.images[idx], self.dataset.labels[idx]
+            cond = None
             if self.crop_pad > 0 or self.flip:
                 # Augment the whole global batch, then cut: a sample looks the same whichever
                 # replica or micro-batch trains on it, and serial backprop sees the same pixels.
                 images = augment_batch(images, self.seed, step, pad=self.crop_pad, flip=self.flip)
-            self._global = (step, images, labels)
-        return self._global[1], self._global[2]
+            if self.noise is not None:
+                # Noise the whole global batch too: every worker draws the same (t, ε, label
+                # dropout) for a sample, whichever module, replica or micro-batch it is in.
+                images, labels, cond = self.noise(images, labels, step)
+            self._global = (step, images, labels, cond)
+        return self._global[1], self._global[2], self._global[3]

@@ -31,8 +31,10 @@ def plot_diagnostics(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     steps, evals = _read(run_dir)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot([e["epoch"] for e in evals], [e["test_acc"] for e in evals], marker="o")
-    axes[0].set(title="test accuracy (serial composition)", xlabel="epoch")
+    key = "test_acc" if all("test_acc" in e for e in evals) else "test_loss"
+    axes[0].plot([e["epoch"] for e in evals], [e.get(key) for e in evals], marker="o")
+    title = "test accuracy" if key == "test_acc" else "held-out loss"
+    axes[0].set(title=f"{title} (serial composition)", xlabel="epoch")
     pipelined = any(k.startswith("weight_staleness/") for r in steps for k in r)
     panels = (
         (

@@ -23,10 +23,16 @@ from layerpar.parallel.stage import StageWorker
 
 
 def batches(
-    images: torch.Tensor, labels: torch.Tensor, size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    images: torch.Tensor, labels: torch.Tensor, size: int, cond: torch.Tensor | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Test batches: inputs, targets and (a denoiser's held-out set) conditioning."""
     for start in range(0, len(labels), size):
-        yield images[start : start + size], labels[start : start + size]
+        part = slice(start, start + size)
+        yield images[part], labels[part], None if cond is None else cond[part]
+
+
+def _call(stage: nn.Module, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    return stage(x) if cond is None else stage(x, cond)
 
 
 def _bn_layers(modules: Sequence[nn.Module]) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -103,25 +109,28 @@ def evaluate_serial(
     for stage in stages:
         stage.eval()
     tally = _Tally(objective or Objective())
-    for x, y in batches(test.images, test.labels, batch_size):
+    for x, y, cond in batches(test.images, test.labels, batch_size, getattr(test, "cond", None)):
         x = x.to(device, dtype)
+        cond = None if cond is None else cond.to(device, dtype)
         for stage in stages:
-            x = stage(x)
-        tally.add(x.to(dtype), y)
+            x = _call(stage, x, cond)
+        tally.add(x.to(dtype), y.to(dtype) if y.is_floating_point() else y)
     for stage in stages:
         stage.train()
     return tally.result()
 
 
 @torch.no_grad()
-def _chain_forward(worker: StageWorker, x: torch.Tensor) -> torch.Tensor | None:
+def _chain_forward(
+    worker: StageWorker, x: torch.Tensor, cond: torch.Tensor | None = None
+) -> torch.Tensor | None:
     """Pass one batch through the modules of replica 0, one process each; the last returns its output."""
     if worker.is_first:
         u = x.to(worker.device, worker.dtype)
     else:
         shape = (x.shape[0], *worker.boundary_shapes[worker.stage - 1])
         u = worker.comm.recv(shape, worker.prev_rank, worker.dtype, worker.device)
-    h = worker.module(u)
+    h = _call(worker.module, u, None if cond is None else cond.to(worker.device, worker.dtype))
     if worker.is_last:
         return h
     worker.comm.isend(h, worker.next_rank).wait()
@@ -146,10 +155,10 @@ def evaluate_chain(
                     _chain_forward(worker, bn_images[start : start + batch_size])
         worker.module.eval()
         tally = _Tally(worker.objective)
-        for x, y in batches(test.images, test.labels, batch_size):
-            output = _chain_forward(worker, x)
+        for x, y, cond in batches(test.images, test.labels, batch_size, getattr(test, "cond", None)):
+            output = _chain_forward(worker, x, cond)
             if output is not None:
-                tally.add(output, y)
+                tally.add(output, y.to(worker.dtype) if y.is_floating_point() else y)
         worker.module.train()
         result = tally.result()
     source = worker.layout.rank(worker.layout.stages - 1, 0)

@@ -57,10 +57,11 @@ def import_object(spec: str, what: str) -> object:
         raise ConfigError(f"{what}={spec!r}: module {module_name!r} has no attribute {attribute!r}") from None
 
 
-def objective_from(loss: str | LossFn | None) -> Objective:
-    """The objective of a config's ``train.loss`` (or a callable passed through the API)."""
+def objective_from(loss: str | LossFn | None, *, denoiser: bool = False) -> Objective:
+    """The objective of a config's ``train.loss`` (or a callable passed through the API); a
+    denoiser's default is the mean squared error of its ε or velocity prediction."""
     if loss is None:
-        return Objective()
+        return Objective(F.mse_loss) if denoiser else Objective()
     fn = import_object(loss, "train.loss") if isinstance(loss, str) else loss
     if not callable(fn):
         raise ConfigError(f"train.loss={loss!r} is not callable: give a function fn(output, target) -> loss")

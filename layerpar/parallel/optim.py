@@ -14,15 +14,19 @@ from layerpar.config import AuxConfig, OptimConfig
 def make_optimizer(
     params: Iterable[nn.Parameter], config: OptimConfig, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """SGD with momentum and a per-step schedule; SGD is per-parameter, so splitting the
-    parameters across modules gives exactly the serial update."""
-    optimizer = torch.optim.SGD(
-        list(params),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        nesterov=config.nesterov and config.momentum > 0,
-    )
+    """SGD with momentum (or AdamW) and a per-step schedule; both are per-parameter, so
+    splitting the parameters across modules gives exactly the serial update."""
+    optimizer: torch.optim.Optimizer
+    if config.name == "adamw":
+        optimizer = torch.optim.AdamW(list(params), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            list(params),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.nesterov and config.momentum > 0,
+        )
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps))
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from layerpar.errors import PartitionError
-from layerpar.models.backbone import Backbone, as_backbone
+from layerpar.models.backbone import Backbone, as_backbone, is_conditioned
 
 Balance = Literal["blocks", "params", "time"]
 
@@ -47,6 +47,7 @@ def split(
     balance: Balance = "blocks",
     sample: torch.Tensor | None = None,
     repeats: int = 3,
+    cond: torch.Tensor | None = None,
 ) -> Partition:
     """Cut ``model`` (a Backbone or an ``nn.Sequential``) into ``stages`` contiguous stages.
 
@@ -57,6 +58,7 @@ def split(
             (forward+backward time of each block, measured on ``sample``).
         sample: an input batch, required for ``balance="time"``.
         repeats: timed repetitions per block for ``balance="time"`` (the median is used).
+        cond: the conditioning of ``sample`` (a denoiser's).
 
     Raises:
         PartitionError: K < 1, K larger than the number of blocks, or a bad balance mode.
@@ -68,14 +70,18 @@ def split(
             f"cannot cut {num_blocks} blocks into {stages} stages: choose 1 <= stages <= "
             f"{num_blocks}, or use a deeper model"
         )
-    costs = block_costs(backbone, balance, sample, repeats)
+    costs = block_costs(backbone, balance, sample, repeats, cond)
     bounds = balanced_bounds(costs, stages)
     parts = tuple(backbone.slice(a, b) for a, b in zip(bounds, bounds[1:]))
     return Partition(stages=parts, bounds=tuple(bounds), block_costs=tuple(costs))
 
 
 def block_costs(
-    backbone: Backbone, balance: str, sample: torch.Tensor | None, repeats: int = 3
+    backbone: Backbone,
+    balance: str,
+    sample: torch.Tensor | None,
+    repeats: int = 3,
+    cond: torch.Tensor | None = None,
 ) -> list[float]:
     """One cost per block under the chosen balance mode."""
     if balance == "blocks":
@@ -85,16 +91,23 @@ def block_costs(
     if balance == "time":
         if sample is None:
             raise PartitionError('balance="time" needs a sample batch to profile: pass sample=...')
-        return profile_blocks(backbone, sample, repeats)
+        return profile_blocks(backbone, sample, repeats, cond)
     raise PartitionError(f"unknown balance {balance!r}; valid: blocks, params, time")
 
 
-def profile_blocks(backbone: Backbone, sample: torch.Tensor, repeats: int = 3) -> list[float]:
+def profile_blocks(
+    backbone: Backbone, sample: torch.Tensor, repeats: int = 3, cond: torch.Tensor | None = None
+) -> list[float]:
     """Median forward+backward seconds of each block on ``sample`` (after one warm-up pass).
+    A denoiser's embedder runs on every module alike, so it is not part of any block's cost.
 
     BatchNorm running statistics are saved and restored, so profiling leaves the model as it was.
     """
     saved = {k: v.clone() for k, v in backbone.state_dict().items()}
+    embedding = None
+    if backbone.embedder is not None and cond is not None:
+        with torch.no_grad():
+            embedding = backbone.embedder(cond)
     costs = []
     x = sample
     for block in backbone.blocks:
@@ -102,7 +115,7 @@ def profile_blocks(backbone: Backbone, sample: torch.Tensor, repeats: int = 3) -
         for attempt in range(repeats + 1):
             inp = x.detach().requires_grad_(True)
             start = time.perf_counter()
-            out = block(inp)
+            out = block(inp, embedding) if is_conditioned(block) else block(inp)
             out.backward(torch.ones_like(out))
             if out.is_cuda:
                 torch.cuda.synchronize(out.device)

@@ -57,14 +57,17 @@ class RunRecorder:
 
     def epoch(self, record: dict[str, Any]) -> None:
         self._write({"kind": "epoch", **record})
+        # A classifier's headline is its accuracy; a denoiser's (or a user loss's) the test loss.
+        key = "test_acc" if "test_acc" in record else "test_loss"
         log.info(
-            "epoch %.2f step %d test_acc %.4f train_time_s %.1f",
+            "epoch %.2f step %d %s %.4f train_time_s %.1f",
             record["epoch"],
             record["step"],
-            record["test_acc"],
+            key,
+            record[key],
             record["train_time_s"],
         )
-        self.bar.set_description(f"test acc {record['test_acc']:.4f}")
+        self.bar.set_description(f"{key.replace('_', ' ')} {record[key]:.4f}")
 
     def close(self) -> None:
         self.bar.close()

@@ -18,6 +18,7 @@ from layerpar.config import RunConfig
 from layerpar.data import load_dataset
 from layerpar.errors import ConfigError
 from layerpar.parallel.batches import BatchPlan
+from layerpar.parallel.denoising import DenoisingTask, is_toy, load_denoiser_data
 from layerpar.parallel.methods import micro_batches
 from layerpar.parallel.objective import import_object
 from layerpar.parallel.recorder import default_run_name
@@ -35,6 +36,8 @@ class RunData:
     plan: BatchPlan
     schedule: StepSchedule
     bn_images: torch.Tensor
+    task: DenoisingTask | None = None
+    """A denoiser's diffusion task (None for a classifier); ``test`` is then its held-out set."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -60,11 +63,16 @@ def _datasets(config: RunConfig) -> tuple[Any, Any]:
 def load_run_data(config: RunConfig, train: Any = None, test: Any = None) -> RunData:
     """The batches and schedule of a run, on the config's data or on ``train``/``test`` given
     directly (the Python API: tensors, a Dataset or an ArrayDataset)."""
-    if train is None:
+    if train is None and config.is_diffusion and is_toy(config.data.dataset):
+        train, test = load_denoiser_data(config, None, None)
+    elif train is None:
         train, test = _datasets(config)
+        if config.is_diffusion:
+            train, test = load_denoiser_data(config, train, test)
     else:
         train = as_data(train, "train data")
         test = as_data(test if test is not None else train, "test data")
+    task = DenoisingTask(config) if config.is_diffusion else None
     if (config.data.crop_pad > 0 or config.data.flip) and train.images.dim() != 4:
         raise ConfigError(
             f"data.crop_pad/data.flip augment images (N, C, H, W); these inputs are "
@@ -77,10 +85,13 @@ def load_run_data(config: RunConfig, train: Any = None, test: Any = None) -> Run
         crop_pad=config.data.crop_pad,
         flip=config.data.flip,
         micro=micro_batches(config),
+        noise=task.noise_batch if task is not None else None,
     )
     schedule = StepSchedule.from_config(config, plan.steps_per_epoch)
-    # BN re-estimation uses a fixed slice of un-augmented training images.
+    # BN re-estimation uses a fixed slice of un-augmented training images (a denoiser has no BN).
     count = min(len(train), config.layerpar.bn_reestimate_batches * config.train.batch_size)
+    if task is not None:
+        return RunData(train, task.held_out(test), plan, schedule, train.images[:0], task)
     return RunData(train, test, plan, schedule, train.images[:count])
 
 

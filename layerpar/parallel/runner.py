@@ -69,7 +69,8 @@ class _Runner:
     def begin(self, step: int, beta: float, *, serial: bool = False, final: bool = False) -> None:
         for worker in self.workers:
             x, y = self.plan.batch(step, worker.replica, worker.layout.replicas)
-            worker.begin(x, y, beta, serial=serial, final=final)
+            cond = self.plan.cond(step, worker.replica, worker.layout.replicas)
+            worker.begin(x, y, beta, cond=cond, serial=serial, final=final)
 
     plan: BatchPlan
 

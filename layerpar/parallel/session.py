@@ -172,12 +172,18 @@ class RunSession:
         states = self.runner.gather_objects(
             lambda w: {k: v.cpu() for k, v in w.module.state_dict().items()} if w.replica == 0 else None
         )
+        ema_states = self.runner.gather_objects(
+            lambda w: {k: v.cpu() for k, v in w.ema.state().items()} if w.replica == 0 and w.ema else None
+        )
         byte_counts = self.runner.gather_objects(lambda w: w.comm.bytes_sent)
         if not self.runner.is_main:
             return None
-        assert states is not None and byte_counts is not None
-        model = merge_stage_states([s for s in states if s is not None], self.setup.partition.bounds)
-        save_atomic(model_checkpoint(self.config, model), self.run_dir / "model.pt")
+        assert states is not None and byte_counts is not None and ema_states is not None
+        bounds = self.setup.partition.bounds
+        model = merge_stage_states([s for s in states if s is not None], bounds)
+        ema = [s for s in ema_states if s is not None]
+        ema_model = merge_stage_states(ema, bounds) if ema else None
+        save_atomic(model_checkpoint(self.config, model, ema_model), self.run_dir / "model.pt")
         return finish_run(self.run_dir, self.config, result, self.setup, sum(byte_counts))
 
 
@@ -202,18 +208,29 @@ def truncate_metrics(path: Path, step: int) -> None:
 def merge_stage_states(
     states: list[dict[str, torch.Tensor]], bounds: tuple[int, ...]
 ) -> dict[str, torch.Tensor]:
-    """Stage-local ``blocks.j.*`` keys -> the whole backbone's ``blocks.(bounds[s]+j).*``."""
+    """Stage-local ``blocks.j.*`` keys -> the whole backbone's ``blocks.(bounds[s]+j).*``; a
+    denoiser's replicated ``embedder.*`` is taken from module 0 (every replica is the same)."""
     merged = {}
     for stage, state in enumerate(states):
         for key, value in state.items():
+            if key.startswith("embedder."):
+                if stage == 0:
+                    merged[key] = value
+                continue
             _, index, rest = key.split(".", 2)
             merged[f"blocks.{bounds[stage] + int(index)}.{rest}"] = value
     return merged
 
 
-def model_checkpoint(config: RunConfig, model_state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The whole trained backbone plus the config that builds it (for ``layerpar eval``)."""
-    return {"config": config.to_dict(), "model": model_state}
+def model_checkpoint(
+    config: RunConfig, model_state: dict[str, torch.Tensor], ema_state: dict[str, torch.Tensor] | None = None
+) -> dict[str, Any]:
+    """The whole trained backbone plus the config that builds it (for ``layerpar eval``), and
+    a denoiser's EMA weights (what ``layerpar sample`` draws from)."""
+    checkpoint: dict[str, Any] = {"config": config.to_dict(), "model": model_state}
+    if ema_state is not None:
+        checkpoint["model_ema"] = ema_state
+    return checkpoint
 
 
 def batch_times(step_times: list[float], micro: int, first_step: int) -> list[float]:

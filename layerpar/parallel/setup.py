@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from layerpar.auxnet import AuxNet, boundary_shapes, build_auxnet
+from layerpar.auxnet.conditional import build_conditional_auxnet
 from layerpar.config import RunConfig
 from layerpar.data import dataset_info
 from layerpar.errors import ConfigError
@@ -24,6 +25,7 @@ from layerpar.models.backbone import as_backbone
 from layerpar.parallel.aux_trainer import Oracle
 from layerpar.parallel.checkpoints import latest_set
 from layerpar.parallel.comm import Comm
+from layerpar.parallel.denoising import data_shape
 from layerpar.parallel.layout import Layout
 from layerpar.parallel.methods import Method, check_config, method_class
 from layerpar.parallel.objective import Objective, import_object
@@ -81,6 +83,8 @@ def build_model_for(
             info = dataset_info(config.data.dataset)
             return model, (info.channels, info.height, info.width), info.num_classes
         return model, input_shape, None
+    if config.is_diffusion:
+        return _denoiser_for(config)
     info = dataset_info(config.data.dataset)
     model = build_model(
         config.model.name,
@@ -94,6 +98,25 @@ def build_model_for(
     return model, (info.channels, info.height, info.width), info.num_classes
 
 
+def _denoiser_for(config: RunConfig) -> tuple[Backbone, tuple[int, ...], int | None]:
+    """A denoiser for the run's x₀ (2-D points or images), conditioned on its classes if any."""
+    shape, classes = data_shape(config)
+    model = build_model(
+        config.model.name,
+        in_channels=shape[0],
+        image_size=shape[1] if len(shape) == 3 else 1,
+        num_classes=classes or 0,
+        hidden=config.model.hidden,
+        depth=config.model.depth,
+    )
+    return model, shape, classes
+
+
+def probe_cond(config: RunConfig, batch: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """A conditioning batch to probe a denoiser with (time 0, the null label); None otherwise."""
+    return torch.zeros(batch, 2, dtype=dtype) if config.is_diffusion else None
+
+
 def choose_bounds(config: RunConfig, model: Backbone, input_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Cut points for the configured balance (``time`` profiles one batch on this machine).
 
@@ -104,7 +127,8 @@ def choose_bounds(config: RunConfig, model: Backbone, input_shape: tuple[int, ..
         return saved
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     sample = torch.randn(min(config.train.batch_size, 64), *input_shape, dtype=dtype)
-    part = split(model, config.parallel.stages, config.parallel.balance, sample=sample)
+    cond = probe_cond(config, len(sample), dtype)
+    part = split(model, config.parallel.stages, config.parallel.balance, sample=sample, cond=cond)
     return part.bounds
 
 
@@ -159,7 +183,9 @@ def build_setup(
     if bounds is None:
         bounds = choose_bounds(config, backbone, input_shape)
     partition = _partition_at(backbone, bounds)
-    shapes = boundary_shapes(partition.stages, torch.zeros(2, *input_shape, dtype=dtype))
+    shapes = boundary_shapes(
+        partition.stages, torch.zeros(2, *input_shape, dtype=dtype), probe_cond(config, 2, dtype)
+    )
     aux = _build_aux(config, method, input_shape, shapes, num_classes) if method.needs_aux else None
     if aux is not None:
         aux.to(device=device, dtype=dtype)
@@ -191,6 +217,8 @@ def _build_aux(
     if config.parallel.stages == 1:
         return None
     torch.manual_seed(config.train.seed + 1)
+    if config.is_diffusion:
+        return _denoiser_aux(config, method, input_shape, shapes, num_classes)
     if config.aux.label_conditioned_multipliers and num_classes is None:
         raise ConfigError("aux.label_conditioned_multipliers needs a classification dataset (class labels)")
     return build_auxnet(
@@ -202,6 +230,27 @@ def _build_aux(
         label_classes=num_classes if config.aux.label_conditioned_multipliers else None,
         stem_stride=config.aux.stem_stride,
     )
+
+
+def _denoiser_aux(
+    config: RunConfig,
+    method: type[Method],
+    input_shape: tuple[int, ...],
+    shapes: list[tuple[int, ...]],
+    num_classes: int | None,
+) -> AuxNet:
+    heads = 4 if config.aux.width % 4 == 0 else 1
+    try:
+        return build_conditional_auxnet(
+            input_shape,
+            shapes,
+            num_classes=num_classes,
+            width=config.aux.width,
+            multiplier_heads=config.aux.multiplier_heads and method.aux_multipliers,
+            heads=heads,
+        )
+    except ValueError as error:
+        raise ConfigError(f"aux: {error}") from None
 
 
 def _partition_at(model: Backbone, bounds: tuple[int, ...]) -> Partition:
@@ -226,6 +275,10 @@ def make_worker(
     aux = setup.aux
     if own_copy:
         module = module if replica == 0 else copy.deepcopy(module)
+        if replica == 0 and stage > 0 and isinstance(module, Backbone):
+            # A denoiser's modules share one embedder object in the model; each worker needs
+            # its own replica (module 0 keeps the model's, so the model trains in place).
+            module = module.with_own_embedder()
         aux = copy.deepcopy(aux)
     return StageWorker(
         setup.config,

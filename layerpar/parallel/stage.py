@@ -29,12 +29,14 @@ from layerpar.config import RunConfig
 from layerpar.errors import CheckpointError
 from layerpar.parallel.aux_trainer import AuxTrainer, Oracle
 from layerpar.parallel.comm import Comm, Handle
+from layerpar.parallel.ema import ModuleEMA
 from layerpar.parallel.flat import flat_grads, set_flat_grads
 from layerpar.parallel.layout import Layout
 from layerpar.parallel.methods.base import AUX_PHASES, END_PHASES, Method, Phase, Program, StepState
 from layerpar.parallel.methods.serial import SERIAL_PASS, Serial
 from layerpar.parallel.objective import Objective
 from layerpar.parallel.optim import make_optimizer
+from layerpar.parallel.replicated import ReplicatedSync, replicated_parameters
 from layerpar.parallel.stash import PendingForward, replay_forward, stashed_forward
 
 DIAGNOSTIC_PROGRAM: Program = SERIAL_PASS + (
@@ -110,6 +112,12 @@ class StageWorker:
         self._stage_sync: Handle | None = None
         self._stage_bucket: torch.Tensor | None = None
         self._reference_grad: torch.Tensor | None = None
+        shared = replicated_parameters(module) if layout.stages > 1 else []
+        self.replicated = ReplicatedSync(shared, comm, layout.world(), layout.replicas) if shared else None
+        """A denoiser's embedder: its replicas' gradients are summed over every module."""
+        self._own_params = [p for p in module.parameters() if all(p is not q for q in shared)]
+        decay = config.diffusion.ema_decay if config.is_diffusion else None
+        self.ema = ModuleEMA(module, decay) if decay is not None else None
 
     # ---------------------------------------------------------------------------- topology
 
@@ -153,12 +161,24 @@ class StageWorker:
     # ---------------------------------------------------------------------------- a step
 
     def begin(
-        self, x: torch.Tensor, y: torch.Tensor, beta: float, *, serial: bool = False, final: bool = False
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        beta: float,
+        *,
+        cond: torch.Tensor | None = None,
+        serial: bool = False,
+        final: bool = False,
     ) -> None:
-        """Start a step on this worker's shard ``(x, y)`` with this step's β; ``final`` marks the
-        last step of a run of parallel steps."""
+        """Start a step on this worker's shard ``(x, y)`` (and its conditioning ``cond``, for a
+        denoiser) with this step's β; ``final`` marks the last step of a run of parallel steps."""
         self._state = StepState(
-            x=x.to(self.device, self.dtype), y=y.to(self.device), beta=beta, serial=serial, final=final
+            x=x.to(self.device, self.dtype),
+            y=y.to(self.device, self.dtype if y.is_floating_point() else y.dtype),
+            beta=beta,
+            serial=serial,
+            final=final,
+            cond=None if cond is None else cond.to(self.device, self.dtype),
         )
         self.module.train()
         if self._window == 0:  # the first micro-batch of an optimiser step
@@ -179,18 +199,20 @@ class StageWorker:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """This module on ``u`` (in the compute precision)."""
+    def forward(self, u: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """This module on ``u`` (in the compute precision), conditioned on ``cond``: that of
+        ``u``'s micro-batch (a stale method's is not this step's), by default this step's."""
+        cond = cond if cond is not None else self.state.cond
         with self.autocast():
-            cond = self.state.cond
             return self.module(u) if cond is None else self.module(u, cond)
 
     def stashed_forward(
-        self, u: torch.Tensor, shift: dict[str, torch.Tensor] | None = None
+        self, u: torch.Tensor, shift: dict[str, torch.Tensor] | None = None, cond: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """This module on ``u`` through copies of its weights (``stash.py``)."""
+        """This module on ``u`` through copies of its weights (``stash.py``), conditioned as
+        ``forward``."""
         with self.autocast():
-            return stashed_forward(self.module, u, shift, self.state.cond)
+            return stashed_forward(self.module, u, shift, cond if cond is not None else self.state.cond)
 
     def replay_forward(self, saved: dict[str, Any]) -> PendingForward:
         """A checkpointed micro-batch's forward rebuilt (``stash.replay_forward``)."""
@@ -236,16 +258,22 @@ class StageWorker:
     # ---------------------------------------------------------------------------- updates
 
     def start_stage_sync(self) -> None:
-        if self.layout.replicas == 1 or not self._applies_update() or not self._has_gradient():
+        if not self._applies_update():
+            return
+        if self.replicated is not None:
+            self.replicated.start()  # every rank, at the same optimiser steps
+        if self.layout.replicas == 1 or not self._has_gradient():
             return  # every replica of this module agrees on both: they run the same schedule
-        self._stage_bucket = flat_grads(self.module)
+        self._stage_bucket = flat_grads(self._own_params)
         self._stage_sync = self.comm.all_reduce(self._stage_bucket, self.layout.stage_group(self.stage))
 
     def finish_stage_update(self) -> None:
+        if self.replicated is not None:
+            self.replicated.finish()
         if self._stage_sync is not None:
             assert self._stage_bucket is not None
             self._stage_sync.wait()
-            set_flat_grads(self.module, self._stage_bucket / self.layout.replicas)
+            set_flat_grads(self._own_params, self._stage_bucket / self.layout.replicas)
             self._stage_sync = self._stage_bucket = None
         if self._applies_update():
             if self.accumulate > 1 and not self.state.serial:
@@ -255,6 +283,8 @@ class StageWorker:
             # Where no gradient has arrived yet (a stale method's fill) the grads are None, and
             # the optimiser leaves those parameters alone.
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update()
             self._window = 0
         else:
             self._window += 1
@@ -275,7 +305,7 @@ class StageWorker:
         return (self.step + 1) % self.accumulate == 0 or s.final
 
     def _has_gradient(self) -> bool:
-        return any(p.grad is not None for p in self.module.parameters())
+        return any(p.grad is not None for p in self._own_params)
 
     def end_step(self) -> None:
         """Wait for the sends that must complete, and advance the step counters."""
@@ -365,6 +395,7 @@ class StageWorker:
             "grads": [p.grad for p in self.module.parameters()] if self._window else None,
             "method_state": self.method.state_dict(),
             **(self.aux.state_dict() if self.aux is not None else {"aux": None, "aux_optimizer": None}),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": torch.get_rng_state(),
         }
 
@@ -385,4 +416,6 @@ class StageWorker:
         self.method.load_state_dict(state.get("method_state", {}))
         if self.aux is not None:
             self.aux.load_state_dict(state)
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"])

@@ -29,6 +29,8 @@ class PendingForward:
     anchor: torch.Tensor | None = None
     """The AuxNet's prediction a_k for this micro-batch (detached): the penalty's anchor in the
     delayed method; None in the pipelined one, which has no penalty."""
+    cond: torch.Tensor | None = None
+    """The micro-batch's conditioning (a denoiser's; None for a classifier)."""
 
 
 def stashed_forward(
@@ -89,12 +91,11 @@ def pending_state(pending: PendingForward) -> dict[str, Any]:
         "u_requires_grad": pending.u.requires_grad,
         "weights": [w.detach() for w in pending.weights],
         "anchor": pending.anchor,
+        "cond": pending.cond,
     }
 
 
-def replay_forward(
-    module: nn.Module, saved: dict[str, Any], cond: torch.Tensor | None = None
-) -> PendingForward:
+def replay_forward(module: nn.Module, saved: dict[str, Any]) -> PendingForward:
     """Rebuild a checkpointed micro-batch's forward graph: the same input through the same
     stashed weights gives the same output (BatchNorm in training mode normalises by the batch's
     own statistics).  The module's buffers are left as checkpointed: their update by this
@@ -106,5 +107,6 @@ def replay_forward(
         for name, w, p in zip(names, saved["weights"], module.parameters(), strict=True)
     }
     buffers = {name: b.clone() for name, b in module.named_buffers()}
+    cond = saved.get("cond")
     h = functional_call(module, {**weights, **buffers}, (u,) if cond is None else (u, cond))
-    return PendingForward(u=u, h=h, weights=list(weights.values()), anchor=saved["anchor"])
+    return PendingForward(u=u, h=h, weights=list(weights.values()), anchor=saved["anchor"], cond=cond)

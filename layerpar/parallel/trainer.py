@@ -41,7 +41,9 @@ class InProcessTrainer:
     ) -> None:
         self.config = config
         self.data = data or load_run_data(config, train_data, test_data)
-        objective = objective_from(loss if loss is not None else config.train.loss)
+        objective = objective_from(
+            loss if loss is not None else config.train.loss, denoiser=config.is_diffusion
+        )
         input_shape = self.data.input_shape if (model is not None or config.model.factory) else None
         self.setup = build_setup(
             config, resolve_device(config), model=model, input_shape=input_shape, objective=objective

@@ -84,9 +84,8 @@ def _train(config: RunConfig, rank: int, device: torch.device, resume: bool | st
     data = load_run_data(config)
     input_shape = data.input_shape if config.model.factory else None
     bounds = distributed_bounds(config, comm, input_shape=input_shape)
-    setup = build_setup(
-        config, device, bounds, input_shape=input_shape, objective=objective_from(config.train.loss)
-    )
+    objective = objective_from(config.train.loss, denoiser=config.is_diffusion)
+    setup = build_setup(config, device, bounds, input_shape=input_shape, objective=objective)
     worker = make_worker(setup, rank, comm, data.schedule.total_steps, own_copy=False)
     summary = RunSession(config, DistributedRunner(worker, data.plan, comm), setup, data).fit(resume)
     return summary.record if summary is not None else None

@@ -126,8 +126,10 @@ class NoisyOracle:
         self.scale = scale
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, upto: int | None = None) -> AuxOutput:
-        out = self.oracle(x, y, upto)
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, upto: int | None = None, cond: torch.Tensor | None = None
+    ) -> AuxOutput:
+        out = self.oracle(x, y, upto, cond)
         noisy = []
         for state in out.states:
             rms = state.pow(2).mean().sqrt()

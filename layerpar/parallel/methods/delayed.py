@@ -101,7 +101,7 @@ class Delayed(Method):
         h, weights = w.stashed_forward(u)
         assert s.aux_out is not None
         anchor = s.aux_out.states[w.stage].detach()
-        self._pending.append(PendingForward(u=u, h=h, weights=weights, anchor=anchor))
+        self._pending.append(PendingForward(u=u, h=h, weights=weights, anchor=anchor, cond=s.cond))
         s.aux_targets = AuxTargets(state=h.detach(), multiplier=None)
         s.metrics[f"residual/{w.stage}"] = constraint_residual(h.detach(), anchor)
         if adjoint_next is None:

@@ -75,6 +75,8 @@ class Pipelined(Method):
         self._pending: deque[PendingForward] = deque()
         self._labels: deque[torch.Tensor] = deque()
         """Targets of the micro-batches still on their way to the last module."""
+        self._conds: deque[torch.Tensor] = deque()
+        """Conditioning (a denoiser's) of the micro-batches still on their way to this module."""
         self._forward_out: torch.Tensor | None = None
         self._adjoint: torch.Tensor | None = None
 
@@ -128,6 +130,7 @@ class Pipelined(Method):
     def end_run(self) -> None:
         self._pending.clear()
         self._labels.clear()
+        self._conds.clear()
         self._forward_out = self._adjoint = None
 
     def in_flight(self) -> int:
@@ -139,6 +142,7 @@ class Pipelined(Method):
         return {
             "pending": [pending_state(p) for p in self._pending],
             "labels": list(self._labels),
+            "conds": list(self._conds),
             "forward_out": self._forward_out,
             "adjoint": self._adjoint,
         }
@@ -147,6 +151,7 @@ class Pipelined(Method):
         self.reset()
         self._pending.extend(self.worker.replay_forward(saved) for saved in state.get("pending", []))
         self._labels.extend(state.get("labels", []))
+        self._conds.extend(state.get("conds", []))
         self._forward_out, self._adjoint = state.get("forward_out"), state.get("adjoint")
 
     def outgoing(self) -> list[tuple[str, torch.Tensor]]:
@@ -168,23 +173,27 @@ class Pipelined(Method):
         adjoint_next = None
         if not w.is_last and tick.backward is not None:
             adjoint_next = w.recv_backward(self._pending[0].h.shape)
-        u = None
+        u = cond = None
         if w.is_first:
-            u = s.x
-        elif tick.forward is not None:
-            u = w.recv_forward(s.x.shape[0])
+            u, cond = s.x, s.cond
+        else:
+            if s.cond is not None:
+                self._conds.append(s.cond)
+            if tick.forward is not None:
+                u = w.recv_forward(s.x.shape[0])
+                cond = self._conds.popleft() if self._conds else None
         if w.is_last:
             self._labels.append(s.y)
             if u is not None:
-                loss = w.task_loss(w.forward(u), self._labels.popleft())
+                loss = w.task_loss(w.forward(u, cond), self._labels.popleft())
                 loss.backward()
                 s.metrics[f"local_loss/{w.stage}"] = loss.detach()
                 self._adjoint = u.grad
             return
         if u is not None:
             shift = self._predicted_shift() if w.config.layerpar.predict_weights else None
-            h, weights = w.stashed_forward(u, shift)
-            self._pending.append(PendingForward(u=u, h=h, weights=weights))
+            h, weights = w.stashed_forward(u, shift, cond)
+            self._pending.append(PendingForward(u=u, h=h, weights=weights, cond=cond))
             self._forward_out = h.detach()
         if adjoint_next is None:
             return
