@@ -72,7 +72,7 @@ def perturb(trainer: Any, scale: float = 0.05) -> None:
 def whole_model_gradients(trainer: Any, bounds: tuple[int, ...]) -> dict[str, torch.Tensor]:
     grads: dict[str, torch.Tensor] = {}
     for worker in trainer.runner.workers:
-        for (name, param), grad in zip(worker.module.named_parameters(), worker.stage_gradients(), strict=True):
+        for (name, _), grad in zip(worker.module.named_parameters(), worker.stage_gradients(), strict=True):
             if name.startswith("embedder."):
                 grads[name] = grads[name] + grad if name in grads else grad
                 continue
