@@ -88,7 +88,9 @@ class _LocalAllReduce:
         for member in self.group[1:]:
             total += contributions[member]
         self.tensor.copy_(total)
-        done = self.hub.objects["allreduce_done"]
+        # Per group: all-reduces of different groups may be in flight together (a denoiser's
+        # embedder over all ranks, a module's replicas over its own).
+        done = self.hub.objects[f"allreduce_done{self.group}"]
         done[self.rank] = True
         if all(done.get(m) for m in self.group):
             del self.hub.pending[self.group]
