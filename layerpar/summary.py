@@ -13,12 +13,16 @@ from layerpar.config import RunConfig
 
 def print_run_summary(record: dict[str, Any]) -> None:
     table = Table(title=f"layerpar run: {record.get('run_dir', '')}")
+    acc = record["final_test_acc"]
+    # A classifier's score is its test accuracy; a denoiser's its held-out denoising loss.
+    score = "test acc" if acc is not None else "test loss"
+    value = acc if acc is not None else record.get("final_eval", {}).get("test_loss")
     for column in (
         "mode",
         "K",
         "model",
         "dataset",
-        "test acc",
+        score,
         "train time (s)",
         "batch step (s, median)",
         "samples/s",
@@ -26,13 +30,12 @@ def print_run_summary(record: dict[str, Any]) -> None:
         table.add_column(column)
     batch = record["config"]["train"]["batch_size"]
     step = record["step_time_s_median"]  # per batch (optimiser step), whatever the micro-batching
-    acc = record["final_test_acc"]
     table.add_row(
         record["mode"],
         str(record["stages"]),
         record["model"],
         record["dataset"],
-        f"{acc:.4f}" if acc is not None else "-",
+        f"{value:.4f}" if value is not None else "-",
         f"{record['train_time_s']:.1f}",
         f"{step:.4f}",
         f"{batch / step:.0f}" if step else "-",
@@ -50,7 +53,7 @@ def print_info(config: RunConfig) -> None:
     """Partition, boundary shapes, and the AuxNet's cost share on this machine."""
     from layerpar.auxnet import aux_cost_fraction, parameter_fraction
     from layerpar.parallel.methods import micro_batches
-    from layerpar.parallel.setup import build_setup
+    from layerpar.parallel.setup import build_setup, probe_cond
 
     setup = build_setup(config)
     console = _console()
@@ -61,7 +64,8 @@ def print_info(config: RunConfig) -> None:
     for column in ("stage", "blocks", "params", "output shape"):
         table.add_column(column)
     bounds = setup.partition.bounds
-    shapes = setup.boundary_shapes + [(setup.num_classes,)]
+    output = tuple(setup.input_shape) if config.is_diffusion else (setup.num_classes,)
+    shapes = setup.boundary_shapes + [output]
     for k, stage in enumerate(setup.partition.stages):
         params = sum(p.numel() for p in stage.parameters())
         table.add_row(str(k), f"{bounds[k]}..{bounds[k + 1] - 1}", f"{params:,}", str(shapes[k]))
@@ -79,7 +83,8 @@ def print_info(config: RunConfig) -> None:
         )
     if setup.aux is not None:
         sample = torch.randn(config.train.batch_size, *setup.input_shape, dtype=setup.dtype)
-        fraction = aux_cost_fraction(setup.aux, setup.model, sample)
+        cond = probe_cond(config, len(sample), setup.dtype)
+        fraction = aux_cost_fraction(setup.aux, setup.model, sample, cond=cond)
         console.print(
             f"AuxNet: {sum(p.numel() for p in setup.aux.parameters()):,} parameters "
             f"({parameter_fraction(setup.aux, setup.model):.1%} of the backbone); forward+backward "

@@ -8,11 +8,13 @@ import torch
 from torch import nn
 
 
-def _forward_backward_seconds(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
+def _forward_backward_seconds(
+    module: nn.Module, x: torch.Tensor, repeats: int, cond: torch.Tensor | None = None
+) -> float:
     timings = []
     for attempt in range(repeats + 1):
         start = time.perf_counter()
-        out = module(x)
+        out = module(x) if cond is None else module(x, cond)
         tensors = (
             [out]
             if isinstance(out, torch.Tensor)
@@ -27,14 +29,17 @@ def _forward_backward_seconds(module: nn.Module, x: torch.Tensor, repeats: int) 
     return sorted(timings)[len(timings) // 2]
 
 
-def aux_cost_fraction(aux: nn.Module, model: nn.Module, sample: torch.Tensor, repeats: int = 3) -> float:
-    """Median (AuxNet forward+backward) / (main network forward+backward) on ``sample``.
+def aux_cost_fraction(
+    aux: nn.Module, model: nn.Module, sample: torch.Tensor, repeats: int = 3, cond: torch.Tensor | None = None
+) -> float:
+    """Median (AuxNet forward+backward) / (main network forward+backward) on ``sample`` (and
+    its conditioning ``cond``, for a denoiser).
 
     Buffers (BatchNorm statistics) of both networks are restored afterwards.
     """
     saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in (aux, model)]
-    aux_s = _forward_backward_seconds(aux, sample, repeats)
-    main_s = _forward_backward_seconds(model, sample, repeats)
+    aux_s = _forward_backward_seconds(aux, sample, repeats, cond)
+    main_s = _forward_backward_seconds(model, sample, repeats, cond)
     for module, state in zip((aux, model), saved):
         module.load_state_dict(state)
     return aux_s / main_s

@@ -8,6 +8,8 @@ block starts as the identity (zero FiLM and zero output weight), as DiT's blocks
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -18,14 +20,29 @@ from layerpar.models.conditioning import ConditionEmbedder
 
 
 class InputProjection(nn.Module):
-    """Flatten each sample to a vector and map it linearly to the hidden width."""
+    """Flatten each sample, add sinusoidal features of every coordinate, map linearly to the
+    hidden width.
 
-    def __init__(self, features: int, hidden: int) -> None:
+    A plain linear map of a 2-D point leaves the MLP to build the data's sharp edges (the
+    checkerboard's squares) out of smooth features; tiny-diffusion embeds each coordinate
+    sinusoidally at scale 25 for that reason.  Here ``frequencies`` geometric frequencies from 1
+    to ``max_frequency`` (cycles over a unit of the standardised data) per coordinate."""
+
+    def __init__(
+        self, features: int, hidden: int, frequencies: int = 16, max_frequency: float = 25.0
+    ) -> None:
         super().__init__()
-        self.fc = nn.Linear(features, hidden)
+        self.register_buffer(
+            "frequencies", torch.logspace(0.0, math.log10(max_frequency), frequencies), persistent=False
+        )
+        self.fc = nn.Linear(features * (1 + 2 * frequencies), hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(x, 1))
+        x = torch.flatten(x, 1)
+        frequencies: torch.Tensor = self.frequencies  # type: ignore[assignment]  # a buffer
+        angles = 2 * math.pi * x.unsqueeze(-1) * frequencies.to(x.dtype)
+        waves = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
+        return self.fc(torch.cat([x, waves], dim=1))
 
 
 class FiLMResidualBlock(nn.Module):
