@@ -8,6 +8,7 @@ layerpar data fetch fashion_mnist
 layerpar eval runs/<run>/model.pt
 layerpar info --config configs/demo.yaml                    # partition, micro-batches / AuxNet cost
 layerpar plot runs/<run>                                    # diagnostics.png
+layerpar sample runs/<run> --n 100 --out grid.png           # a denoiser's samples (+ --metrics m.json)
 layerpar bench --config configs/demo.yaml --arms serial,layerpar,ddp,gpipe --stages 2 --train
 layerpar train --config configs/demo.yaml --set layerpar.method=al   # an AuxNet method instead
 """
@@ -118,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(info)
 
     from layerpar.bench.cli import add_bench_parser
+    from layerpar.generation.command import add_sample_parser
 
     add_bench_parser(sub)
+    add_sample_parser(sub)
     return parser
 
 
@@ -250,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from layerpar.bench.cli import cmd_bench
 
             return cmd_bench(args)
+        if args.command == "sample":
+            from layerpar.generation.command import cmd_sample
+
+            return cmd_sample(args)
         return COMMANDS[args.command](args)
     except LayerparError as error:
         print(f"layerpar: error: {error}", file=sys.stderr)
