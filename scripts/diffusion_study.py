@@ -52,7 +52,7 @@ def _commit() -> tuple[str, bool]:
 def run_one(study: str, arm: str, seed: int, out: Path, command: str) -> dict:
     from layerpar.config import load_config
     from layerpar.generation import denoiser_metrics, draw_samples, load_denoiser, write_grid, write_scatter
-    from layerpar.generation.metrics import test_split
+    from layerpar.generation.metrics import held_out_split
     from layerpar.parallel.trainer import LayerParallelTrainer, SerialTrainer
 
     preset, study_overrides, n = STUDIES[study]
@@ -67,7 +67,10 @@ def run_one(study: str, arm: str, seed: int, out: Path, command: str) -> dict:
     summary = trainer(config).fit()
     train_wall = time.time() - start
     loaded = load_denoiser(run_dir)
-    metrics = denoiser_metrics(loaded, n, seed=0)
+    start = time.time()
+    drawn = draw_samples(loaded, n, seed=0)
+    sampling_s = time.time() - start
+    metrics = denoiser_metrics(loaded, n, seed=0, drawn=drawn) | {"sampling_s": sampling_s}
     commit, dirty = _commit()
     record = {
         "study": study,
@@ -93,12 +96,13 @@ def run_one(study: str, arm: str, seed: int, out: Path, command: str) -> dict:
     (out / f"{tag}.json").write_text(json.dumps(record, indent=2) + "\n")
     if seed == 0:
         title = f"{study} · {arm} · seed 0 · {config.train.epochs:g} epochs"
+        samples = drawn[0][:100] if loaded.is_image else drawn[0]  # the metrics' own samples
         if loaded.is_image:
-            images, _ = draw_samples(loaded, 100, seed=0)
-            write_grid(images, out / f"{tag}.png", title=title, classes=loaded.num_classes)
+            write_grid(samples, out / f"{tag}.png", title=title, classes=loaded.num_classes)
         else:
-            points, _ = draw_samples(loaded, 2000, seed=0)
-            write_scatter(points, test_split(loaded).images[:2000], out / f"{tag}.png", title=title)
+            write_scatter(
+                samples, held_out_split(loaded).images[: len(samples)], out / f"{tag}.png", title=title
+            )
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     print(f"{study} {tag}: {shown} train {summary.train_time_s:.0f}s", flush=True)
     return record

@@ -81,11 +81,11 @@ def command_line(args: argparse.Namespace) -> str:
 
 def _picture(loaded: Any, samples: Any, out: Path, title: str) -> Path:
     from layerpar.generation.figures import write_grid, write_scatter
-    from layerpar.generation.metrics import test_split
+    from layerpar.generation.metrics import held_out_split
 
     if loaded.is_image:
         return write_grid(samples, out, title=title, classes=loaded.num_classes)
-    return write_scatter(samples, test_split(loaded).images[: len(samples)], out, title=title)
+    return write_scatter(samples, held_out_split(loaded).images[: len(samples)], out, title=title)
 
 
 def _print_metrics(record: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from layerpar.parallel.evaluate import evaluate_serial
 from layerpar.parallel.objective import objective_from
 
 
-def test_split(loaded: LoadedDenoiser) -> Any:
+def held_out_split(loaded: LoadedDenoiser) -> Any:
     """The run's held-out x₀ (toy points, or images in [−1, 1]) and labels."""
     config = loaded.config
     if is_toy(config.data.dataset):
@@ -73,7 +73,7 @@ def image_metrics(
 ) -> dict[str, float]:
     """Classifier Fréchet distance (and floor) and conditional accuracy of generated images."""
     n = len(samples)
-    _check_count(n, len(test))
+    _check_count(n, len(test.images))
     classifier = feature_classifier(loaded.config.data.dataset, loaded.config.data.cache_dir)
     features, predictions = classifier.features_and_predictions(samples)
     real = classifier.features_and_predictions(test.images[: 2 * n])[0]
@@ -94,10 +94,14 @@ def denoiser_metrics(
     seed: int = 0,
     settings: SamplerSettings | None = None,
     progress: bool = False,
+    drawn: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Every metric of ``loaded`` from ``n`` samples drawn with ``seed`` (a JSON-ready dict)."""
+    """Every metric of ``loaded`` from ``n`` samples drawn with ``seed`` (a JSON-ready dict).
+
+    ``drawn`` passes samples and labels already drawn as ``draw_samples(loaded, n, seed=seed,
+    settings=settings)`` would (so a caller that also plots them samples once)."""
     settings = settings or sampler_settings(loaded)
-    test = test_split(loaded)
+    test = held_out_split(loaded)
     _check_count(n, len(test))
     record: dict[str, Any] = {
         "origin": loaded.origin,
@@ -110,8 +114,11 @@ def denoiser_metrics(
         "held_out_loss": held_out_loss(loaded, test),
     }
     start = time.perf_counter()
-    samples, labels = draw_samples(loaded, n, seed=seed, settings=settings, progress=progress)
-    record["sampling_s"] = time.perf_counter() - start
+    samples, labels = drawn or draw_samples(loaded, n, seed=seed, settings=settings, progress=progress)
+    if drawn is None:
+        record["sampling_s"] = time.perf_counter() - start
+    if len(samples) != n:
+        raise ConfigError(f"{len(samples)} samples were passed for metrics over n = {n}")
     if loaded.is_image:
         record.update(image_metrics(samples, labels, loaded, test))
     else:
