@@ -18,6 +18,7 @@ from layerpar.report.costmodel import (
     value_model_error,
 )
 from layerpar.report.diagnosis import diagnosis_table
+from layerpar.report.diffusion import diffusion_table
 from layerpar.report.parity import gap_range, parity_auxnet, parity_pipelined, parity_runs
 from layerpar.report.reliability import reliability_table
 from layerpar.report.results import Results, Table
@@ -45,6 +46,7 @@ BLOCKS: dict[str, Callable[[Results, Sequence[str]], Table]] = {
     "demo": demo_table,
     "reliability": reliability_table,
     "diagnosis": diagnosis_table,
+    "diffusion": diffusion_table,
 }
 VALUES: dict[str, Callable[[Results, Sequence[str]], str]] = {
     "acc": value_acc,
