@@ -7,15 +7,16 @@ each ``--set section.key=value`` override.  An unknown key fails and names the v
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from layerpar.config_checks import DENOISER_MODELS, check_run_config
 from layerpar.config_io import apply_override, from_dict, load_yaml
 from layerpar.errors import ConfigError
 
 __all__ = [
+    "DENOISER_MODELS",
     "RunConfig",
     "apply_override",
     "from_dict",
@@ -268,143 +269,10 @@ class RunConfig:
         return self.diffusion.objective != "none"
 
     def __post_init__(self) -> None:
-        _check_positive("parallel.stages", self.parallel.stages)
-        _check_positive("parallel.replicas", self.parallel.replicas)
-        _check_positive("train.batch_size", self.train.batch_size)
-        if self.layerpar.beta <= 0:
-            raise ConfigError(f"layerpar.beta must be > 0, got {self.layerpar.beta}")
-        if self.layerpar.serial_every < 0 or self.layerpar.serial_every == 1:
-            raise ConfigError(
-                f"layerpar.serial_every must be 0 (off) or >= 2 (1 would make every step serial: use "
-                f"train.mode=serial), got {self.layerpar.serial_every}"
-            )
-        if self.layerpar.beta_final is not None and self.layerpar.beta_final <= 0:
-            raise ConfigError(
-                "layerpar.beta_final must be > 0 (or null for a constant beta), "
-                f"got {self.layerpar.beta_final}"
-            )
-        if self.train.batch_size % self.parallel.replicas:
-            raise ConfigError(
-                f"train.batch_size={self.train.batch_size} is not divisible by "
-                f"parallel.replicas={self.parallel.replicas}: every replica needs an equal shard"
-            )
-        if self.layerpar.accumulate is not None:
-            _check_positive("layerpar.accumulate", self.layerpar.accumulate)
-        _check_values(self)
+        check_run_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _check_positive(name: str, value: int) -> None:
-    if value < 1:
-        raise ConfigError(f"{name} must be >= 1, got {value}")
-
-
-def _check_number(
-    name: str,
-    value: float | None,
-    *,
-    above: float | None = None,
-    at_least: float | None = None,
-    below: float | None = None,
-) -> None:
-    """A finite number in range (None passes: the field is optional)."""
-    if value is None:
-        return
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value}")
-    if above is not None and not value > above:
-        raise ConfigError(f"{name} must be > {above:g}, got {value:g}")
-    if at_least is not None and not value >= at_least:
-        raise ConfigError(f"{name} must be >= {at_least:g}, got {value:g}")
-    if below is not None and not value < below:
-        raise ConfigError(f"{name} must be < {below:g}, got {value:g}")
-
-
-def _check_values(config: RunConfig) -> None:
-    """Every value in its valid range, at load time: a bad value fails before any work is done."""
-    m, d, o, a, lp, p, t = (
-        config.model,
-        config.data,
-        config.optim,
-        config.aux,
-        config.layerpar,
-        config.parallel,
-        config.train,
-    )
-    for name, count in (
-        ("model.width", m.width),
-        ("model.hidden", m.hidden),
-        ("model.depth", m.depth),
-        ("aux.width", a.width),
-        ("aux.stem_stride", a.stem_stride),
-        ("train.eval_every", t.eval_every),
-        ("train.log_every", t.log_every),
-        ("parallel.threads_per_worker", p.threads_per_worker),
-    ):
-        _check_positive(name, count)
-    for name, optional in (
-        ("data.train_limit", d.train_limit),
-        ("data.test_limit", d.test_limit),
-        ("train.eval_every_steps", t.eval_every_steps),
-        ("train.stop_at_step", t.stop_at_step),
-        ("checkpoint.every_steps", config.checkpoint.every_steps),
-    ):
-        if optional is not None:
-            _check_positive(name, optional)
-    _check_number("data.crop_pad", d.crop_pad, at_least=0)
-    _check_number("aux.blocks_per_stage", a.blocks_per_stage, at_least=0)
-    _check_number("optim.lr", o.lr, above=0)
-    _check_number("optim.momentum", o.momentum, at_least=0, below=1)
-    _check_number("optim.weight_decay", o.weight_decay, at_least=0)
-    _check_number("aux.lr", a.lr, above=0)
-    _check_number("layerpar.beta", lp.beta, above=0)
-    _check_number("layerpar.gamma", lp.gamma, at_least=0)
-    _check_number("layerpar.warmup_epochs", lp.warmup_epochs, at_least=0)
-    _check_number("layerpar.serial_final_epochs", lp.serial_final_epochs, at_least=0)
-    _check_number("layerpar.al_step_clip", lp.al_step_clip, above=0)
-    _check_number("layerpar.bn_reestimate_batches", lp.bn_reestimate_batches, at_least=0)
-    _check_number("train.epochs", t.epochs, above=0)
-    _check_number("parallel.timeout_s", p.timeout_s, above=0)
-    _check_number("checkpoint.every_min", config.checkpoint.every_min, above=0)
-    _check_positive("checkpoint.keep", config.checkpoint.keep)
-    _check_number("train.check_finite_every", t.check_finite_every, at_least=0)
-    _check_diffusion(config)
-
-
-def _check_diffusion(config: RunConfig) -> None:
-    f = config.diffusion
-    _check_positive("diffusion.timesteps", f.timesteps)
-    _check_positive("diffusion.sample_steps", f.sample_steps)
-    _check_positive("diffusion.eval_samples", f.eval_samples)
-    _check_number("diffusion.label_dropout", f.label_dropout, at_least=0, below=1)
-    _check_number("diffusion.ema_decay", f.ema_decay, above=0, below=1)
-    _check_number("diffusion.guidance", f.guidance, at_least=0)
-    denoiser = config.model.name in DENOISER_MODELS
-    if denoiser and not config.is_diffusion:
-        raise ConfigError(
-            f"model.name={config.model.name} is a diffusion denoiser: set diffusion.objective to ddpm or flow"
-        )
-    if config.is_diffusion and not denoiser and config.model.factory is None:
-        raise ConfigError(
-            f"diffusion.objective={f.objective} trains a denoiser: set model.name to one of "
-            f"{', '.join(DENOISER_MODELS)} (got {config.model.name})"
-        )
-    if config.is_diffusion and (config.data.crop_pad or config.data.flip):
-        raise ConfigError(
-            "diffusion runs train on the data as they are: set data.crop_pad=0 and data.flip=false"
-        )
-    if f.objective == "flow" and f.sampler not in ("auto", "euler"):
-        raise ConfigError(
-            f"diffusion.objective=flow samples with euler: set diffusion.sampler=auto (got {f.sampler})"
-        )
-    if f.objective == "ddpm" and f.sampler == "euler":
-        raise ConfigError("diffusion.sampler=euler is the flow sampler: use ddim or ddpm with objective=ddpm")
-
-
-DENOISER_MODELS = ("mlp_denoiser", "dit_tiny", "dit_s", "dit")
-"""Backbones that take (x_t, conditioning) and predict ε or a velocity."""
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

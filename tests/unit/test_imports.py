@@ -14,7 +14,7 @@ LAYERS = [
     {"layerpar.bench"},
     {"layerpar.launchers"},
     {"layerpar.parallel", "layerpar.evaluation", "layerpar.export", "layerpar.summary", "layerpar.generation"},
-    {"layerpar.auxnet", "layerpar.data", "layerpar.config", "layerpar.config_io", "layerpar.checkpoint"},
+    {"layerpar.auxnet", "layerpar.data", "layerpar.config", "layerpar.config_checks", "layerpar.config_io", "layerpar.checkpoint"},
     {"layerpar.models", "layerpar.errors", "layerpar.diffusion"},
 ]
 """Top to bottom; a module may import its own layer's modules and any lower layer's."""
