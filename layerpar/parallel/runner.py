@@ -18,7 +18,8 @@ from layerpar.parallel.batches import BatchPlan
 from layerpar.parallel.comm import Comm
 from layerpar.parallel.evaluate import evaluate_chain, evaluate_serial
 from layerpar.parallel.methods.base import Program
-from layerpar.parallel.stage import COSINE_PROGRAM, DIAGNOSTIC_PROGRAM, StageWorker
+from layerpar.parallel.stage import StageWorker
+from layerpar.parallel.step_checks import COSINE_PROGRAM, DIAGNOSTIC_PROGRAM
 
 Metrics = dict[str, float]
 

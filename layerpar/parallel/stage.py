@@ -33,29 +33,12 @@ from layerpar.parallel.ema import ModuleEMA
 from layerpar.parallel.flat import flat_grads, set_flat_grads
 from layerpar.parallel.layout import Layout
 from layerpar.parallel.methods.base import AUX_PHASES, END_PHASES, Method, Phase, Program, StepState
-from layerpar.parallel.methods.serial import SERIAL_PASS, Serial
+from layerpar.parallel.methods.serial import Serial
 from layerpar.parallel.objective import Objective
 from layerpar.parallel.optim import make_optimizer
 from layerpar.parallel.replicated import ReplicatedSync, replicated_parameters
 from layerpar.parallel.stash import PendingForward, replay_forward, stashed_forward
-
-DIAGNOSTIC_PROGRAM: Program = SERIAL_PASS + (
-    Phase("worker", "keep_reference_gradient"),
-    Phase("aux", "diagnose"),
-    Phase("worker", "discard_step"),
-)
-"""A serial pass that measures how well the AuxNet predicts states and adjoints, and keeps
-serial backprop's gradient for ``COSINE_PROGRAM``; no update."""
-
-COSINE_PROGRAM: Program = (
-    Phase("method", "forward_backward"),
-    Phase("worker", "update_cosine"),
-    Phase("worker", "discard_step"),
-)
-"""After ``DIAGNOSTIC_PROGRAM`` on the same batch at the same weights: the gradient one parallel
-step of an AuxNet method applies, and its cosine with serial backprop's; no update."""
-
-DIAGNOSTIC_KEYS = ("aux_state_error/", "multiplier_error/", "update_cosine/")
+from layerpar.parallel.step_checks import DIAGNOSTIC_KEYS, nonfinite
 
 
 class StageWorker:
@@ -352,16 +335,8 @@ class StageWorker:
         )
 
     def nonfinite(self) -> list[str]:
-        """What of this step is NaN or Inf: its losses, its module's parameters (a bad gradient
-        shows there after the update).  One read-back from the device."""
-        losses = {k: v for k, v in self.state.metrics.items() if "loss" in k and isinstance(v, torch.Tensor)}
-        norm = torch.nn.utils.get_total_norm([p.detach() for p in self.module.parameters()])
-        values = torch.stack([*(v.detach().float().reshape(()) for v in losses.values()), norm.float()])
-        finite = torch.isfinite(values)
-        if bool(finite.all()):
-            return []
-        names = [*losses, f"parameters of module {self.stage}"]
-        return [name for name, ok in zip(names, finite.tolist(), strict=True) if not ok]
+        """What of this step is NaN or Inf (``step_checks.nonfinite``)."""
+        return nonfinite(self.state.metrics, self.module, self.stage)
 
     def take_metrics(self) -> dict[str, torch.Tensor | float]:
         metrics = self.state.metrics
