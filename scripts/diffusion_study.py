@@ -35,6 +35,7 @@ ARMS = {
     "penalty-K2": ["layerpar.method=penalty", "parallel.stages=2"],
 }
 SCRATCH = ROOT / "runs" / "diffusion"
+CLUSTER: str | None = None
 
 
 TRAINING_CODE = ["layerpar/parallel", "layerpar/models", "layerpar/diffusion", "layerpar/generation"]
@@ -63,8 +64,17 @@ def run_one(study: str, arm: str, seed: int, out: Path, command: str) -> dict:
         ROOT / preset, overrides + [f"train.out_dir={run_dir.parent}", f"train.run_name={run_dir.name}"]
     )
     start = time.time()
-    trainer = SerialTrainer if config.train.mode == "serial" else LayerParallelTrainer
-    summary = trainer(config).fit()
+    if CLUSTER and config.train.mode != "serial":
+        # K worker processes, one thread each (the in-process run's numbers, K cores at work)
+        from layerpar.launchers import launch_training
+        from layerpar.launchers.cluster import load_cluster_config
+
+        summary_record = launch_training(config, load_cluster_config(CLUSTER)) or {}
+        train_time = float(summary_record["train_time_s"])
+    else:
+        trainer = SerialTrainer if config.train.mode == "serial" else LayerParallelTrainer
+        result = trainer(config).fit()
+        summary_record, train_time = result.record, result.train_time_s
     train_wall = time.time() - start
     loaded = load_denoiser(run_dir)
     start = time.time()
@@ -82,9 +92,10 @@ def run_one(study: str, arm: str, seed: int, out: Path, command: str) -> dict:
         "seed": seed,
         "epochs": config.train.epochs,
         "overrides": overrides,
-        "final_test_loss": summary.record["epochs_log"][-1]["test_loss"],
-        "epochs_log": summary.record["epochs_log"],
-        "train_time_s": summary.train_time_s,
+        "final_test_loss": summary_record["epochs_log"][-1]["test_loss"],
+        "epochs_log": summary_record["epochs_log"],
+        "train_time_s": train_time,
+        "where": CLUSTER or "in-process",
         "train_wall_s": train_wall,
         "metrics": metrics,
         "config": config.to_dict(),
@@ -104,7 +115,7 @@ def run_one(study: str, arm: str, seed: int, out: Path, command: str) -> dict:
                 samples, held_out_split(loaded).images[: len(samples)], out / f"{tag}.png", title=title
             )
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
-    print(f"{study} {tag}: {shown} train {summary.train_time_s:.0f}s", flush=True)
+    print(f"{study} {tag}: {shown} train {train_time:.0f}s", flush=True)
     return record
 
 
@@ -116,6 +127,7 @@ def main() -> None:
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of: {', '.join(ARMS)}")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--out", default=None, help="default results/diffusion/<study>")
+    parser.add_argument("--cluster", help="train the layer-parallel arms through this cluster config")
     parser.add_argument("--skip-done", action="store_true", help="skip (arm, seed) whose JSON exists")
     args = parser.parse_args()
     arms = args.arms.split(",")
@@ -123,6 +135,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown arms {unknown}; valid: {', '.join(ARMS)}")
     out = Path(args.out) if args.out else ROOT / "results" / "diffusion" / args.study
+    global CLUSTER
+    CLUSTER = args.cluster
     command = "python scripts/diffusion_study.py " + " ".join(sys.argv[1:])
     for seed in (int(s) for s in args.seeds.split(",")):
         for arm in arms:
