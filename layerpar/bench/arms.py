@@ -7,21 +7,38 @@ Each runs inside one worker process of ``harness.run_arm`` (a CPU process with o
 device, joined by gloo) and returns this rank's per-step wall times and the bytes it sent per
 step.  Bytes are counted by wrapping torch.distributed's calls in this process
 (``common.count_bytes``), not estimated from shapes.
+
+A denoiser (``config.is_diffusion``) is called ``model(x_t, cond)`` on the runtime's batches and
+loss (``common.batch_plan``, ``common.loss_fn``); the pipeline arms carry ``cond`` from stage to
+stage (``pipeline_stages.py``).  ``*_step`` build an arm's step without timing it (for tests).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.nn import functional as F
+from torch import nn
 
-from layerpar.bench.common import StepTimes, batch_plan, broadcast_bounds, time_steps
+from layerpar.bench.common import (
+    StepTimes,
+    arm_dtype,
+    batch_plan,
+    build_backbone,
+    forward,
+    loss_fn,
+    step_batch,
+    time_steps,
+)
 from layerpar.config import RunConfig, replace
 from layerpar.errors import ConfigError
 from layerpar.parallel.optim import make_optimizer
-from layerpar.parallel.setup import build_model_for
+
+Step = tuple[Callable[[int], None], nn.Module]
+"""An arm's training step ``step(i)`` on this rank and the module it trains (tests compare
+modules after the same steps of different arms)."""
 
 
 def _counting_allreduce_hook(state, bucket):  # unannotated: DDP checks a hook's annotations at run time
@@ -31,19 +48,24 @@ def _counting_allreduce_hook(state, bucket):  # unannotated: DDP checks a hook's
     return allreduce_hook(state, bucket)
 
 
-def arm_serial(config: RunConfig, warmup: int, steps: int, **_: Any) -> StepTimes:
-    """Serial backprop on one device."""
-    model = build_model_for(config)[0]
-    optimizer = make_optimizer(model.parameters(), config.optim, warmup + steps)[0]
-    plan = batch_plan(config)
+def serial_step(config: RunConfig, total_steps: int) -> Step:
+    """Serial backprop's step: the whole global batch, one backward."""
+    model = build_backbone(config)
+    optimizer = make_optimizer(model.parameters(), config.optim, total_steps)[0]
+    plan, loss, dtype = batch_plan(config), loss_fn(config), arm_dtype(config)
 
     def step(i: int) -> None:
-        x, y = plan.batch(i)
+        x, y, cond = step_batch(plan, i, dtype)
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        loss(forward(model, x, cond), y).backward()
         optimizer.step()
 
-    return time_steps(step, warmup, steps)
+    return step, model
+
+
+def arm_serial(config: RunConfig, warmup: int, steps: int, **_: Any) -> StepTimes:
+    """Serial backprop on one device."""
+    return time_steps(serial_step(config, warmup + steps)[0], warmup, steps)
 
 
 def arm_serial_threads(config: RunConfig, warmup: int, steps: int, **kw: Any) -> StepTimes:
@@ -92,55 +114,43 @@ def layerpar_runner(config: RunConfig, total_steps: int) -> Any:
     layout = Layout(config.parallel.stages, 1)
     comm = TorchDistComm(layout.groups())
     bounds = distributed_bounds(config, comm)
-    setup = build_setup(config, torch.device("cpu"), bounds)
+    from layerpar.parallel.objective import objective_from
+
+    # The runtime's own objective (a denoiser's MSE), as ``parallel/worker.py`` builds it.
+    objective = objective_from(config.train.loss, denoiser=config.is_diffusion)
+    setup = build_setup(config, torch.device("cpu"), bounds, objective=objective)
     worker = make_worker(setup, dist.get_rank(), comm, total_steps, own_copy=False)
     return DistributedRunner(worker, batch_plan(config, micro_batches(config)), comm)
 
 
-def arm_ddp(config: RunConfig, warmup: int, steps: int, **_: Any) -> StepTimes:
-    """DistributedDataParallel: every rank takes its share of each global batch."""
+def ddp_step(config: RunConfig, total_steps: int) -> Step:
+    """DistributedDataParallel's step: this rank's shard of the global batch, gradients averaged."""
     from torch.nn.parallel import DistributedDataParallel
 
-    ddp = DistributedDataParallel(build_model_for(config)[0])
+    ddp = DistributedDataParallel(build_backbone(config))
     ddp.register_comm_hook(dist.group.WORLD, _counting_allreduce_hook)
-    optimizer = make_optimizer(ddp.parameters(), config.optim, warmup + steps)[0]
-    plan = batch_plan(config)
+    optimizer = make_optimizer(ddp.parameters(), config.optim, total_steps)[0]
+    plan, loss, dtype = batch_plan(config), loss_fn(config), arm_dtype(config)
     rank, world = dist.get_rank(), dist.get_world_size()
 
     def step(i: int) -> None:
-        x, y = plan.batch(i, rank, world)
+        x, y, cond = step_batch(plan, i, dtype, rank, world)
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(ddp(x), y).backward()
+        loss(forward(ddp, x, cond), y).backward()
         optimizer.step()
 
-    return time_steps(step, warmup, steps)
+    return step, ddp.module
+
+
+def arm_ddp(config: RunConfig, warmup: int, steps: int, **_: Any) -> StepTimes:
+    """DistributedDataParallel: every rank takes its share of each global batch."""
+    return time_steps(ddp_step(config, warmup + steps)[0], warmup, steps)
 
 
 def arm_pipeline(
     config: RunConfig, warmup: int, steps: int, *, schedule: str, microbatches: int, **_: Any
 ) -> StepTimes:
     """``torch.distributed.pipelining``: ``schedule`` gpipe or 1f1b over ``microbatches``."""
-    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+    from layerpar.bench.pipeline_stages import pipeline_step
 
-    rank, world = dist.get_rank(), dist.get_world_size()
-    model = build_model_for(config)[0]
-    bounds = broadcast_bounds(config)
-    module = model.slice(bounds[rank], bounds[rank + 1])
-    stage = PipelineStage(module, rank, world, torch.device("cpu"))
-    cls = ScheduleGPipe if schedule == "gpipe" else Schedule1F1B
-    pipe = cls(stage, n_microbatches=microbatches, loss_fn=F.cross_entropy)
-    optimizer = make_optimizer(module.parameters(), config.optim, warmup + steps)[0]
-    plan = batch_plan(config)
-
-    def step(i: int) -> None:
-        x, y = plan.batch(i)
-        optimizer.zero_grad(set_to_none=True)
-        if rank == 0:
-            pipe.step(x)
-        elif rank == world - 1:
-            pipe.step(target=y)
-        else:
-            pipe.step()
-        optimizer.step()
-
-    return time_steps(step, warmup, steps)
+    return time_steps(pipeline_step(config, warmup + steps, schedule, microbatches)[0], warmup, steps)

@@ -94,6 +94,10 @@ def run(bench: BenchConfig) -> int:
 
     measured = bench.measured
     out: Path | None = None
+    if bench.predict:
+        from layerpar.bench.predict_run import check_predictable
+
+        check_predictable(bench.run_config())  # before any arm is timed
     if bench.one_device:
         from layerpar.bench.one_device import run_one_device
 

@@ -76,12 +76,91 @@ def sent_bytes() -> int:
 
 
 def batch_plan(config: RunConfig, micro: int = 1) -> BatchPlan:
-    """The training batches of ``config`` (each in ``micro`` micro-batches)."""
+    """The training batches of ``config`` (each in ``micro`` micro-batches).
+
+    A denoiser's are the runtime's own (``load_run_data``: x₀ rescaled, then (x_t, target) and
+    the conditioning drawn from the step seed), so every arm trains on what ``layerpar`` trains on."""
     data = config.data
+    if config.is_diffusion:
+        from layerpar.parallel.run import load_run_data
+
+        plan = load_run_data(config).plan
+        if plan.micro == micro:
+            return plan
+        return BatchPlan(
+            plan.dataset,
+            plan.batch_size,
+            plan.seed,
+            crop_pad=data.crop_pad,
+            flip=data.flip,
+            micro=micro,
+            noise=plan.noise,
+        )
     train = load_dataset(data.dataset, "train", cache_dir=data.cache_dir, limit=data.train_limit)
     return BatchPlan(
         train, config.train.batch_size, config.train.seed, crop_pad=data.crop_pad, flip=data.flip, micro=micro
     )
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+"""(inputs, targets, conditioning or None) of one step's shard, in the arm's dtype."""
+
+
+def step_batch(plan: BatchPlan, step: int, dtype: torch.dtype, replica: int = 0, replicas: int = 1) -> Batch:
+    """``plan``'s shard of ``step`` cast to ``dtype`` (class labels stay integers)."""
+    x, y = plan.batch(step, replica, replicas)
+    cond = plan.cond(step, replica, replicas)
+    y = y.to(dtype) if y.is_floating_point() else y
+    return x.to(dtype), y, None if cond is None else cond.to(dtype)
+
+
+def forward(model: Callable[..., torch.Tensor], x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    """``model(x)``, or a denoiser's ``model(x_t, cond)``."""
+    return model(x) if cond is None else model(x, cond)
+
+
+def loss_fn(config: RunConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss every arm trains on: the runtime's (cross-entropy for a classifier, a denoiser's
+    MSE on its ε or velocity, or ``train.loss``), so the arms and ``layerpar`` optimise the same."""
+    from layerpar.parallel.objective import objective_from
+
+    return objective_from(config.train.loss, denoiser=config.is_diffusion).loss
+
+
+def arm_dtype(config: RunConfig) -> torch.dtype:
+    """``train.dtype`` (float32 unless set; float64 lets tests compare arms exactly)."""
+    from layerpar.parallel.setup import torch_dtype
+
+    return torch_dtype(config.train.dtype)
+
+
+def build_backbone(config: RunConfig) -> Any:
+    """The config's backbone, seeded as the runtime builds it, in ``train.dtype``."""
+    from layerpar.parallel.setup import build_model_for
+
+    return build_model_for(config)[0].to(arm_dtype(config))
+
+
+def sum_replicated_grads(modules: Iterable[torch.nn.Module]) -> None:
+    """Sum a split denoiser's embedder gradients over its replicas, on this rank and every other
+    (each stage holds a replica and backpropagates only its own blocks into it; serial
+    backprop's gradient is the sum), as the runtime's ``ReplicatedSync`` does.  Modules sharing
+    one embedder count once.  A no-op for classifiers (no embedder)."""
+    from layerpar.parallel.flat import flat_grads, set_flat_grads
+    from layerpar.parallel.replicated import replicated_parameters
+
+    groups = {id(g[0]): g for g in (replicated_parameters(m) for m in modules) if g}
+    if not groups:
+        return
+    bucket = torch.stack([flat_grads(g) for g in groups.values()]).sum(0)
+    dist.all_reduce(bucket)
+    for group in groups.values():
+        set_flat_grads(group, bucket)
+
+
+def unique_parameters(modules: Iterable[torch.nn.Module]) -> list[torch.nn.Parameter]:
+    """The parameters of ``modules``, each once (slices of one denoiser share its embedder)."""
+    return list({id(p): p for m in modules for p in m.parameters()}.values())
 
 
 def stage_bounds(config: RunConfig) -> tuple[int, ...]:

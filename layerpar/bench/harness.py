@@ -73,7 +73,9 @@ def run_arm(
     arm: str, devices: int, config: RunConfig, warmup: int, steps: int, microbatches: int
 ) -> dict[str, Any]:
     """Run ``arm`` in ``devices`` worker processes (CPU, one thread each, gloo); per-step times
-    (the slowest rank's), bytes sent per step (all ranks) and peak memory per worker."""
+    (the slowest rank's), bytes sent per step (all ranks) and peak memory per worker (the
+    largest, and each rank's).  An arm that cannot run ``config`` (a denoiser) fails here."""
+    registry.check_denoiser([arm], config)
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
@@ -100,12 +102,14 @@ def run_arm(
         "step_times": step_times,
         "bytes_per_step": sum(p[1] for p in payload),
         "peak_mem_mb": max(p[2] for p in payload) / 1024,
+        "peak_mem_mb_per_rank": [p[2] / 1024 for p in payload],  # ru_maxrss is in KiB on Linux
     }
 
 
 def run_bench(bench: BenchConfig) -> Path:
     """Run every arm; returns the results folder (summary.json, table.md, plots)."""
     train_config = bench.run_config()
+    registry.check_denoiser(bench.arms, train_config)  # before any arm runs
     # Step timing needs only the batches it times (train_limit never grows past the preset's).
     config = timing_config(train_config, bench.warmup_steps, bench.steps)
     out = bench.out_dir(f"bench-{config.model.name}-{config.data.dataset}-%Y%m%d-%H%M%S")
@@ -139,30 +143,33 @@ def run_bench(bench: BenchConfig) -> Path:
     mark_best_microbatches(summary)
     if bench.train:
         _train_arms(summary, train_config, out, bench)
-    _write(out, summary, bench, skipped)
+    _write(out, summary, bench, skipped, config.is_diffusion)
     return out
 
 
 def _train_arms(summary: list[dict[str, Any]], config: RunConfig, out: Path, bench: BenchConfig) -> None:
-    """Train the arms with a ``train_mode`` to the end; fill accuracy and time-to-target."""
-    from layerpar.bench.accuracy import plot_accuracy, time_to_target, train_arm
+    """Train the arms with a ``train_mode`` to the end; fill the final metric (a classifier's
+    accuracy, a denoiser's held-out loss) and time-to-target."""
+    from layerpar.bench.accuracy import final_value, metric_for, plot_accuracy, time_to_target, train_arm
 
+    metric = metric_for(config)
     rows = [r for r in summary if registry.ARMS[r["arm"]].train_mode is not None]
     curves: dict[str, list[dict[str, Any]]] = {}
     for row in tqdm(sorted(rows, key=lambda r: r["arm"] != SERIAL), desc="train arms", unit="run"):
         record = train_arm(row["arm"], row["devices"], config, out, bench.eval_every_steps)
-        row["final_test_acc"] = record["final_test_acc"]
+        row[metric.final_key] = final_value(record, metric)
         row["train_time_s"] = record["train_time_s"]
         row["epochs_log"] = record["epochs_log"]
         curves[f"{row['arm']} K={row['devices']}"] = record["epochs_log"]
     serial = next((r for r in rows if r["arm"] == SERIAL), None)
     target = bench.target
-    if target is None and serial is not None:
-        target = serial["final_test_acc"] - 0.005
+    if target is None and serial is not None and serial[metric.final_key] is not None:
+        target = metric.default_target(serial[metric.final_key])
     for row in rows:
-        row["target_acc"] = target
-        row["time_to_target_s"] = time_to_target(row["epochs_log"], target) if target is not None else None
-    plot_accuracy(out, curves, target)
+        row[metric.target_key] = target
+        log = row["epochs_log"]
+        row["time_to_target_s"] = time_to_target(log, target, metric) if target is not None else None
+    plot_accuracy(out, curves, target, metric)
 
 
 def mark_best_microbatches(summary: list[dict[str, Any]]) -> None:
@@ -193,6 +200,7 @@ def _summarise(
         "final_test_acc": None,
         "time_to_target_s": None,
         "peak_mem_mb": max(r["peak_mem_mb"] for r in runs),
+        "peak_mem_mb_per_rank": [max(mb) for mb in zip(*(r["peak_mem_mb_per_rank"] for r in runs))],
         "bytes_per_step": statistics.median(r["bytes_per_step"] for r in runs),
         "microbatches": micro,
         "steps": bench.steps,
@@ -210,18 +218,29 @@ CONSOLE_COLUMNS = {
     "vs serial": "speedup vs serial",
     "vs pipeline": "speedup vs best pipeline (same K)",
     "bytes/step": "bytes/step",
+    "mem MB": "peak mem/worker (MB)",
     "test acc": "final test acc",
     "to target s": "time to target (s)",
 }
-"""The console table: short names of some of table.md's columns."""
+"""The console table: short names of some of table.md's columns (a denoiser's ``test acc`` is
+its final held-out loss, ``DENOISER_COLUMN``)."""
+
+DENOISER_COLUMN = ("held-out loss", "final held-out loss")
 
 
-def _write(out: Path, summary: list[dict[str, Any]], bench: BenchConfig, skipped: list[str]) -> None:
+def _write(
+    out: Path, summary: list[dict[str, Any]], bench: BenchConfig, skipped: list[str], denoiser: bool = False
+) -> None:
     command = bench.command_line()
     write_summary(out, command, summary, skipped)
     serial = next((r["step_time_s_median"] for r in summary if r["arm"] == SERIAL), None)
+    columns = dict(CONSOLE_COLUMNS)
+    final_key = "final_test_acc"
+    if denoiser:
+        columns = {DENOISER_COLUMN[0] if k == "test acc" else k: v for k, v in columns.items()}
+        columns[DENOISER_COLUMN[0]], final_key = DENOISER_COLUMN[1], "final_test_loss"
     table = Table(title="layerpar bench")
-    for column in CONSOLE_COLUMNS:
+    for column in columns:
         table.add_column(column)
     rows = []
     for r in summary:
@@ -241,11 +260,11 @@ def _write(out: Path, summary: list[dict[str, Any]], bench: BenchConfig, skipped
             "speedup vs best pipeline (same K)": f"{min(pipes) / step:.2f}x" if pipes else "-",
             "bytes/step": f"{r['bytes_per_step']:,.0f}",
             "peak mem/worker (MB)": f"{r['peak_mem_mb']:.0f}",
-            "final test acc": _fmt(r.get("final_test_acc"), ".4f"),
-            "time to target (s)": _time_to_target_cell(r),
+            columns.get(DENOISER_COLUMN[0], "final test acc"): _fmt(r.get(final_key), ".4f"),
+            "time to target (s)": _time_to_target_cell(r, final_key),
         }
         rows.append(cells)
-        table.add_row(*(cells[name] for name in CONSOLE_COLUMNS.values()))
+        table.add_row(*(cells[name] for name in columns.values()))
     lines = [f"Command: `{command}`", "", *markdown_table(list(rows[0]), [list(c.values()) for c in rows])]
     lines += ["", *(f"- {note}" for note in skipped)] if skipped else []
     (out / "table.md").write_text("\n".join(lines) + "\n")
@@ -255,11 +274,14 @@ def _write(out: Path, summary: list[dict[str, Any]], bench: BenchConfig, skipped
     print(f"results: {out}")
 
 
-def _time_to_target_cell(row: dict[str, Any]) -> str:
-    if row.get("final_test_acc") is None:
+def _time_to_target_cell(row: dict[str, Any], final_key: str = "final_test_acc") -> str:
+    if row.get(final_key) is None:
         return "not measured"
     value = row.get("time_to_target_s")
-    return f"not reached (target {row['target_acc']:.4f})" if value is None else f"{value:.1f}"
+    target = row.get("target_acc", row.get("target_loss"))
+    if value is not None:
+        return f"{value:.1f}"
+    return "not reached" if target is None else f"not reached (target {target:.4f})"
 
 
 def _fmt(value: float | None, spec: str) -> str:

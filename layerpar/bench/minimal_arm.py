@@ -15,9 +15,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn import functional as F
 
-from layerpar.bench.common import StepTimes, batch_plan, broadcast_bounds, time_steps
+from layerpar.bench.common import (
+    StepTimes,
+    batch_plan,
+    broadcast_bounds,
+    forward,
+    loss_fn,
+    step_batch,
+    sum_replicated_grads,
+    time_steps,
+)
 from layerpar.config import RunConfig
 from layerpar.errors import ConfigError
 from layerpar.parallel.optim import make_aux_optimizer, make_optimizer
@@ -38,6 +46,7 @@ def build_step(config: RunConfig, total_steps: int) -> tuple[Callable[[int], Non
             "--set layerpar.method=al (or penalty), or drop the layerpar-minimal arm"
         )
     setup = build_setup(config, torch.device("cpu"), broadcast_bounds(config))
+    task_loss = loss_fn(config)
     module, aux = setup.partition.stages[rank], setup.aux
     assert aux is not None
     optimizer, scheduler = make_optimizer(module.parameters(), config.optim, total_steps)
@@ -49,25 +58,26 @@ def build_step(config: RunConfig, total_steps: int) -> tuple[Callable[[int], Non
     plan = batch_plan(config)
 
     def step(i: int) -> None:
-        x, y = plan.batch(i)
-        x = x.to(setup.dtype)
+        x, y, cond = step_batch(plan, i, setup.dtype)
         batch = x.shape[0]
         module.train()
         aux.train()
-        # 1-4. Input: x, or the AuxNet's prediction of it; local loss; backward.
-        out = aux(x, upto=min(rank, world - 2))
+        # 1-4. Input: x, or the AuxNet's prediction of it; local loss; backward.  A denoiser's
+        # AuxNet and module both take the batch's conditioning.
+        out = aux(x, upto=min(rank, world - 2)) if cond is None else aux(x, cond, upto=min(rank, world - 2))
         u = x if first else out.states[rank - 1].detach().requires_grad_(True)
         m = out.multipliers[rank] if al and not last else None  # penalty: m ≡ 0
-        h = module(u)
+        h = forward(module, u, cond)
         optimizer.zero_grad(set_to_none=True)
         if last:
-            loss = F.cross_entropy(h, y)
+            loss = task_loss(h, y)
         else:
             loss = (beta / 2) * (h - out.states[rank].detach()).pow(2).sum()
             if m is not None:
                 loss = loss + (m.detach() * h).sum()
             loss = loss / batch
         loss.backward()
+        sum_replicated_grads([module])  # a denoiser's embedder replicas: serial's gradient
         # 5. Update this module at once.  6. Send the per-sample input adjoint back.
         optimizer.step()
         scheduler.step()

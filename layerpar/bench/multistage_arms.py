@@ -4,7 +4,11 @@ rank: interleaved 1F1B, interleaved zero-bubble, ZBV zero-bubble and DualPipeV.
 The backbone is cut into 2K stages (same balance as the other arms, rank 0's cut broadcast).
 Interleaved schedules give rank r the stages r and r + K (a loop); the V-shaped ones (ZBV,
 DualPipeV) the stages r and 2K − 1 − r, so rank 0 holds both the first and the last stage.
-Zero-bubble schedules split each backward into an input-gradient and a weight-gradient part and
+A denoiser's stages carry its conditioning along (``pipeline_stages.py``), but in torch 2.13
+the zero-bubble schedules fail on it (the split weight backward, action ``W``) and interleaved
+1F1B hangs on the DiT (it runs the MLP), so the registry refuses all four for denoisers
+(``ArmSpec.denoisers``).  Zero-bubble
+schedules split each backward into an input-gradient and a weight-gradient part and
 fill the pipeline's bubbles with the latter (Qi et al., ICLR 2024).
 """
 
@@ -14,12 +18,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.nn import functional as F
 
-from layerpar.bench.common import StepTimes, batch_plan, time_steps
+from layerpar.bench.common import StepTimes, build_backbone, loss_fn, time_steps
+from layerpar.bench.pipeline_stages import stage_module, train_step
 from layerpar.config import RunConfig, replace
-from layerpar.parallel.optim import make_optimizer
-from layerpar.parallel.setup import build_model_for, distributed_bounds
+from layerpar.parallel.setup import distributed_bounds
 
 V_SHAPED = frozenset({"zbv", "dualpipev"})
 SCHEDULES = ("interleaved1f1b", "interleavedzb", "zbv", "dualpipev")
@@ -52,22 +55,15 @@ def arm_multistage(
     from layerpar.parallel.comm import TorchDistComm
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    model = build_model_for(config)[0]
+    model = build_backbone(config)
     virtual = replace(config, parallel={"stages": 2 * world})
     bounds = distributed_bounds(virtual, TorchDistComm())
     ids = stage_ids(schedule, rank, world)
     modules = [model.slice(bounds[i], bounds[i + 1]) for i in ids]
-    stages = [PipelineStage(m, i, 2 * world, torch.device("cpu")) for m, i in zip(modules, ids, strict=True)]
-    pipe = _schedule_class(schedule)(stages, n_microbatches=microbatches, loss_fn=F.cross_entropy)
-    params = [p for m in modules for p in m.parameters()]
-    optimizer = make_optimizer(params, config.optim, warmup + steps)[0]
-    plan = batch_plan(config)
+    stages = [
+        PipelineStage(stage_module(m, config, i == 2 * world - 1), i, 2 * world, torch.device("cpu"))
+        for m, i in zip(modules, ids, strict=True)
+    ]
+    pipe = _schedule_class(schedule)(stages, n_microbatches=microbatches, loss_fn=loss_fn(config))
     first, last = any(s.is_first for s in stages), any(s.is_last for s in stages)
-
-    def step(i: int) -> None:
-        x, y = plan.batch(i)
-        optimizer.zero_grad(set_to_none=True)
-        pipe.step(*((x,) if first else ()), **({"target": y} if last else {}))
-        optimizer.step()
-
-    return time_steps(step, warmup, steps)
+    return time_steps(train_step(config, warmup + steps, pipe, modules, first, last), warmup, steps)

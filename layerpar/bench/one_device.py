@@ -40,25 +40,26 @@ from layerpar.parallel.run import environment
 
 
 def serial_step_times(config: RunConfig, device: torch.device, warmup: int, steps: int) -> list[float]:
-    """Serial backprop training steps (batch from the data plan, moved to ``device``)."""
-    from torch.nn import functional as F
-
+    """Serial backprop training steps (batch from the data plan, moved to ``device``; a
+    denoiser's with its conditioning, on its own loss)."""
+    from layerpar.bench.common import arm_dtype, build_backbone, forward, loss_fn, step_batch
     from layerpar.parallel.optim import make_optimizer
     from layerpar.parallel.run import load_run_data
-    from layerpar.parallel.setup import build_model_for
 
-    model, _, _ = build_model_for(config)
+    model = build_backbone(config)
     model.to(device).train()
     optimizer, _ = make_optimizer(model.parameters(), config.optim, warmup + steps)
-    plan = load_run_data(config).plan
+    plan, loss, dtype = load_run_data(config).plan, loss_fn(config), arm_dtype(config)
     sync = synchronizer(device)
     times = []
     for step in range(warmup + steps):
         sync()
         start = time.perf_counter()
-        x, y = plan.batch(step)
+        x, y, cond = step_batch(plan, step, dtype)
+        cond = None if cond is None else cond.to(device)
+        x, y = x.to(device), y.to(device)
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+        loss(forward(model, x, cond), y).backward()
         optimizer.step()
         sync()
         if step >= warmup:
@@ -101,7 +102,8 @@ def _time_tick(
         sync()
         start = time.perf_counter()
         x, y = runner.plan.batch(tick, worker.replica, replicas)  # every worker draws its batch
-        worker.begin(x, y, beta, final=final)
+        cond = runner.plan.cond(tick, worker.replica, replicas)  # a denoiser's (time, label)
+        worker.begin(x, y, beta, cond=cond, final=final)
         sync()
         spent[worker.stage] += time.perf_counter() - start
     for phase in runner.program(serial=False):

@@ -31,6 +31,17 @@ from layerpar.bench.profile_measure import measure_profile
 from layerpar.bench.registry import SERIAL
 from layerpar.bench.validate import load_summary, validate
 from layerpar.config import RunConfig
+from layerpar.errors import ConfigError
+
+
+def check_predictable(config: RunConfig) -> None:
+    """The per-block profile times blocks without a conditioning input: a denoiser's (which
+    embed ``(time, label)``) cannot be profiled yet, so ``--predict`` refuses it up front."""
+    if config.is_diffusion:
+        raise ConfigError(
+            f"--predict does not profile diffusion denoisers yet (model {config.model.name!r}): "
+            "its per-block profile feeds blocks no conditioning; run layerpar bench without --predict"
+        )
 
 
 def run_predict(
@@ -70,6 +81,8 @@ def run_predict(
     from rich.console import Console
     from rich.table import Table
 
+    if profile is None:
+        check_predictable(config)
     console = Console()
     stages = sorted(set(stages_list))
     replicas = sorted(set(replicas_list))

@@ -79,6 +79,8 @@ class ArmSpec:
     """Its formula in the scaling model (``costmodel.py``); None: ``--predict`` skips it."""
     splits_model: bool = True
     """The arm cuts the backbone into K stages (False: K data-parallel replicas of all of it)."""
+    denoisers: bool = True
+    """It runs a diffusion denoiser (``config.is_diffusion``: ``model(x_t, cond)``, MSE)."""
     train_mode: Literal["serial", "layerpar"] | None = None
     """``--train`` trains it to the end with this ``train.mode`` (None: step time only; the
     exact-gradient arms reach serial's accuracy by construction)."""
@@ -244,24 +246,28 @@ _SPECS = (
         "interleaved 1F1B, torch.distributed.pipelining, 2 stages per rank, M micro-batches",
         _multistage("interleaved1f1b"),
         microbatches=True,
+        denoisers=False,
     ),
     ArmSpec(
         "interleavedzb",
         "interleaved zero-bubble, torch.distributed.pipelining, 2 stages per rank, M micro-batches",
         _multistage("interleavedzb"),
         microbatches=True,
+        denoisers=False,
     ),
     ArmSpec(
         "zbv",
         "ZBV zero-bubble (V-shaped), torch.distributed.pipelining, M micro-batches",
         _multistage("zbv"),
         microbatches=True,
+        denoisers=False,
     ),
     ArmSpec(
         "dualpipev",
         "DualPipeV (V-shaped), torch.distributed.pipelining, M ≥ 2K micro-batches",
         _multistage("dualpipev"),
         microbatches=True,
+        denoisers=False,
         min_microbatches_per_device=2,
     ),
     ArmSpec(
@@ -269,6 +275,7 @@ _SPECS = (
         "DeepSpeed PipelineModule, M micro-batches (optional: needs deepspeed)",
         _run_deepspeed,
         microbatches=True,
+        denoisers=False,
     ),
     ArmSpec(
         "serial-threads",
@@ -311,6 +318,21 @@ def check(arms: str | Iterable[str]) -> None:
     if unknown:
         label = "arm" if len(unknown) == 1 else "arms"
         raise ConfigError(f"unknown {label} {', '.join(map(repr, unknown))}; valid: {', '.join(ARMS)}")
+
+
+def check_denoiser(arms: Iterable[str], config: RunConfig) -> None:
+    """For a denoiser config, raise ``ConfigError`` naming the arms of ``arms`` that cannot run
+    one, and the arms that can (checked before any process starts)."""
+    if not config.is_diffusion:
+        return
+    refused = [a for a in arms if not get(a).denoisers]
+    if refused:
+        able = [name for name, spec in ARMS.items() if spec.denoisers]
+        label = "arm {} does" if len(refused) == 1 else "arms {} do"
+        raise ConfigError(
+            f"{label.format(', '.join(map(repr, refused)))} not run diffusion denoisers yet "
+            f"(model {config.model.name!r}); arms that do: {', '.join(able)}"
+        )
 
 
 def parse_arms(text: str) -> tuple[str, ...]:
