@@ -1,6 +1,6 @@
 """``layerpar bench`` on the diffusion presets (a residual MLP on 2-D checkerboard, a DiT on
-MNIST), in real gloo processes: every arm that runs a denoiser runs and is timed; one step of
-DDP, GPipe and 1F1B gives serial backprop's parameters (float64); the arms that do not run a
+MNIST), in real gloo processes: every arm that runs a denoiser runs and is timed; three steps of
+DDP, GPipe and 1F1B give serial backprop's parameters (float64); the arms that do not run a
 denoiser say so; the CLI writes the summary, table and loss-vs-time plot."""
 
 from __future__ import annotations
@@ -50,12 +50,14 @@ def test_every_denoiser_arm_runs_on_the_mlp() -> None:
     config = _toy()
     for arm in ("serial", "serial-threads"):
         _check(arm, run_arm(arm, 1, config, 1, 2, 2), sends=False)
-    for arm in ("layerpar", "ddp", "gpipe", "1f1b"):
+    for arm in ("ddp", "gpipe", "1f1b"):
         _check(arm, run_arm(arm, 2, config, 1, 2, 2), sends=True)
-    # layerpar-minimal writes out penalty/AL only; with AL it sends what the layerpar arm sends.
+    # layerpar-minimal writes out penalty/AL only; with AL it sends what the layerpar arm sends
+    # (the layerpar arm with the preset's pipelined method runs in the CLI test).
     al = _toy(layerpar={"method": "al"})
     minimal, full = run_arm("layerpar-minimal", 2, al, 1, 2, 2), run_arm("layerpar", 2, al, 1, 2, 2)
     _check("layerpar-minimal", minimal, sends=True)
+    _check("layerpar", full, sends=True)
     assert minimal["bytes_per_step"] == full["bytes_per_step"]
 
 
@@ -77,6 +79,13 @@ def test_an_arm_without_denoisers_is_a_clear_error(arm: str) -> None:
 # The exact arms take serial backprop's step (float64)
 
 
+STEPS = 3
+"""Three steps: at initialisation the layers that take the embedding are zero (adaLN-Zero, the
+MLP's zero-initialised layers), so the embedder's gradient is zero at first, and only later
+steps test that its replicas' gradients are summed over the stages (without the sum, the MLP's
+differ by ~1e-7 after three)."""
+
+
 def _oracle_worker(rank: int, port: int, configs: list[RunConfig], results: Any) -> None:
     os.environ.update(contract("127.0.0.1", port, rank, 2, rank))
     torch.set_num_threads(1)
@@ -91,7 +100,8 @@ def _oracle_worker(rank: int, port: int, configs: list[RunConfig], results: Any)
             for config in configs:
                 step, serial = serial_step(config, 4)
                 start = _named(serial)
-                step(0)
+                for i in range(STEPS):
+                    step(i)
                 bounds = broadcast_bounds(config)
                 mine = _named(serial.slice(bounds[rank], bounds[rank + 1]))
                 arms = {
@@ -100,12 +110,14 @@ def _oracle_worker(rank: int, port: int, configs: list[RunConfig], results: Any)
                     "1f1b": (pipeline_step(config, 4, "1f1b", 4), mine),
                 }
                 for arm, ((arm_step, module), expected) in arms.items():
-                    arm_step(0)
+                    for i in range(STEPS):
+                        arm_step(i)
                     got = _named(module)
                     assert got.keys() == expected.keys(), (arm, sorted(got)[:3], sorted(expected)[:3])
                     diff = max(float((got[k] - expected[k]).abs().max()) for k in got)
                     outcomes.append((config.model.name, arm, diff, str(next(module.parameters()).dtype)))
-                moved = max(float((_named(serial)[k] - start[k]).abs().max()) for k in start)
+                embedder = [k for k in start if k.startswith("embedder.")]
+                moved = min(float((_named(serial)[k] - start[k]).abs().max()) for k in embedder)
                 outcomes.append((config.model.name, "serial moved", moved, ""))
         finally:
             dist.barrier()
@@ -121,8 +133,8 @@ def _named(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.timeout(180)
 def test_ddp_gpipe_1f1b_step_equals_serial_step_float64() -> None:
-    """Same parameters after one step, the embedder included (its replicas' gradients summed
-    over the stages).  SGD, so that a rounding difference stays one (Adam's first step is
+    """Same parameters after three steps, the embedder included (its replicas' gradients summed
+    over the stages; every embedder tensor must have moved).  SGD, so that a rounding difference stays one (Adam's first step is
     about lr · sign(g) and would blow it up where g ≈ 0)."""
     sgd = {"name": "sgd", "lr": 0.1, "weight_decay": 5e-4}
     configs = [make(train={"dtype": "float64"}, optim=sgd) for make in (_toy, _dit)]
@@ -145,7 +157,7 @@ def test_ddp_gpipe_1f1b_step_equals_serial_step_float64() -> None:
         assert len(outcomes) == 8
         for model, arm, value, dtype in outcomes:
             if arm == "serial moved":
-                assert value > 1e-4, f"rank {rank} {model}: serial's step did not move the model"
+                assert value > 0, f"rank {rank} {model}: serial's steps did not move every embedder tensor"
             else:
                 assert dtype == "torch.float64"
                 assert value <= 1e-10, f"rank {rank} {model} {arm}: differs from serial by {value:.3e}"
