@@ -22,6 +22,7 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from layerpar.launchers.env import free_port
 
@@ -122,3 +123,27 @@ def run_checked(
             f"--- stderr (tail) ---\n{tail(err)}"
         )
     return result
+
+
+def spawn_ranks(target: Any, world: int, args: tuple[Any, ...], timeout: float) -> list[Any]:
+    """Run ``target(rank, port, *args, results)`` in ``world`` spawned processes (a fresh
+    rendezvous port) and return each rank's reply from the queue; fails with every rank's
+    error text when a reply is an ``("error", rank, text)``."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=target, args=(r, port, *args, results)) for r in range(world)]
+    for proc in procs:
+        proc.start()
+    try:
+        replies = [results.get(timeout=timeout) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+    errors = [reply[2] for reply in replies if reply[0] == "error"]
+    assert not errors, "\n".join(errors)
+    return replies

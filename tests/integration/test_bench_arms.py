@@ -7,7 +7,6 @@ from __future__ import annotations
 import glob
 import importlib.util
 import math
-import multiprocessing as mp
 import os
 import traceback
 from datetime import timedelta
@@ -20,7 +19,8 @@ import torch.distributed as dist
 
 from layerpar.bench.harness import run_arm
 from layerpar.config import RunConfig, load_config, replace
-from layerpar.launchers.env import contract, free_port
+from layerpar.launchers.env import contract
+from tests.helpers.procs import spawn_ranks
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "digits_tiny.yaml"
 
@@ -115,21 +115,7 @@ def test_minimal_step_equals_layerpar_step_float64() -> None:
     two steps, so the AuxNet gradients of one step must not leak into the next)."""
     configs = [_tiny(train={"dtype": "float64"}, layerpar={"method": method}, parallel={"stages": 2})
                for method in ("penalty", "al")]
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    port = free_port()
-    procs = [ctx.Process(target=_equivalence_worker, args=(r, port, configs, 2, results)) for r in range(2)]
-    for proc in procs:
-        proc.start()
-    try:
-        replies = [results.get(timeout=150) for _ in procs]
-    finally:
-        for proc in procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.terminate()
-    errors = [reply[2] for reply in replies if reply[0] == "error"]
-    assert not errors, "\n".join(errors)
+    replies = spawn_ranks(_equivalence_worker, 2, (configs, 2), timeout=150)
     for _, rank, outcomes in replies:
         assert [o[0] for o in outcomes] == ["penalty", "al"]
         for method, diffs, moved, dtypes in outcomes:

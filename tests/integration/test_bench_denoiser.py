@@ -6,7 +6,6 @@ denoiser say so; the CLI writes the summary, table and loss-vs-time plot."""
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import traceback
 from datetime import timedelta
@@ -22,7 +21,8 @@ from layerpar.bench.harness import run_arm
 from layerpar.cli import main
 from layerpar.config import RunConfig, load_config, replace
 from layerpar.errors import ConfigError
-from layerpar.launchers.env import contract, free_port
+from layerpar.launchers.env import contract
+from tests.helpers.procs import spawn_ranks
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = {"model": {"hidden": 32, "depth": 4}, "data": {"train_limit": 512}, "train": {"batch_size": 64}}
@@ -138,21 +138,7 @@ def test_ddp_gpipe_1f1b_step_equals_serial_step_float64() -> None:
     about lr · sign(g) and would blow it up where g ≈ 0)."""
     sgd = {"name": "sgd", "lr": 0.1, "weight_decay": 5e-4}
     configs = [make(train={"dtype": "float64"}, optim=sgd) for make in (_toy, _dit)]
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    port = free_port()
-    procs = [ctx.Process(target=_oracle_worker, args=(r, port, configs, results)) for r in range(2)]
-    for proc in procs:
-        proc.start()
-    try:
-        replies = [results.get(timeout=160) for _ in procs]
-    finally:
-        for proc in procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.terminate()
-    errors = [reply[2] for reply in replies if reply[0] == "error"]
-    assert not errors, "\n".join(errors)
+    replies = spawn_ranks(_oracle_worker, 2, (configs,), timeout=160)
     for _, rank, outcomes in replies:
         assert len(outcomes) == 8
         for model, arm, value, dtype in outcomes:
