@@ -101,6 +101,15 @@ def _train(
     return FeatureClassifier(net, accuracy, dataset)
 
 
+def feature_classifier_exists(dataset: str) -> None:
+    """Raise a clear error for a data set without a feature classifier."""
+    if dataset not in FEATURE_DATASETS:
+        raise ConfigError(
+            f"image metrics need a feature classifier, which exists for {', '.join(FEATURE_DATASETS)}; "
+            f"not for {dataset!r}"
+        )
+
+
 def cached_path(dataset: str, cache_dir: str | Path | None) -> Path:
     return resolve_cache_dir(cache_dir) / "feature_nets" / f"{dataset}-{VERSION}.pt"
 
@@ -115,11 +124,7 @@ def feature_classifier(
 ) -> FeatureClassifier:
     """The feature classifier of ``dataset`` (trained on first use, ~30 s on one core, then
     cached).  ``train_limit``/``epochs`` other than the defaults never touch the cache (tests)."""
-    if dataset not in FEATURE_DATASETS:
-        raise ConfigError(
-            f"image metrics need a feature classifier, which exists for {', '.join(FEATURE_DATASETS)}; "
-            f"not for {dataset!r}"
-        )
+    feature_classifier_exists(dataset)
     standard = epochs == 2 and train_limit is None and use_cache
     path = cached_path(dataset, cache_dir)
     if standard and path.is_file():

@@ -103,12 +103,15 @@ def _print_metrics(record: dict[str, Any]) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from layerpar.generation.classifier import feature_classifier_exists
     from layerpar.generation.load import load_denoiser
     from layerpar.generation.metrics import denoiser_metrics
     from layerpar.generation.sample import draw_samples, sampler_settings
 
     out, metrics_path = _paths(args)
     loaded = load_denoiser(args.source, ema=not args.live)
+    if metrics_path is not None and loaded.is_image:
+        feature_classifier_exists(loaded.config.data.dataset)  # refuse before any sampling
     settings = sampler_settings(loaded, args.sampler, args.steps, args.guidance)
     n = args.n if loaded.is_image or args.n != 64 else 2000  # a 2-D scatter needs more points
     samples, _ = draw_samples(loaded, n, seed=args.seed, settings=settings, progress=sys.stderr.isatty())

@@ -11,11 +11,11 @@ import pytest
 from layerpar.cli import main
 
 
-def test_sample_writes_a_grid_and_metrics(
+def test_sample_writes_a_grid_and_refuses_metrics_it_cannot_compute(
     digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, metrics = tmp_path / "grid.png", tmp_path / "m" / "metrics.json"
-    # digits have no feature classifier: metrics there are the held-out loss only -> refused
+    # digits have no feature classifier: asking for image metrics is refused before sampling
     code = main(["sample", str(digits_run), "--n", "20", "--out", str(out), "--steps", "3"])
     assert code == 0 and out.read_bytes()[:4] == b"\x89PNG"
     assert "20 samples" in capsys.readouterr().out
@@ -26,14 +26,14 @@ def test_sample_writes_a_grid_and_metrics(
             "--n",
             "10",
             "--out",
-            str(out),
+            str(tmp_path / "second.png"),
             "--metrics",
             str(metrics),
             "--metrics-n",
             "20",
         ]
     )
-    assert code == 2 and not metrics.exists()
+    assert code == 2 and not metrics.exists() and not (tmp_path / "second.png").exists()
     assert "feature classifier" in capsys.readouterr().err
 
 
