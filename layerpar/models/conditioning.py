@@ -46,11 +46,17 @@ class ConditionEmbedder(nn.Module):
 
     ``num_classes`` None or 0 makes the model unconditional: column 1 is then ignored.  Labels
     arrive as floats and are rounded; an index outside ``[0, num_classes]`` is an error of the
-    embedding lookup (not checked here: a check would synchronise a GPU every step)."""
+    embedding lookup (not checked here: a check would synchronise a GPU every step).
 
-    def __init__(self, dim: int, num_classes: int | None, frequency_dim: int = FREQUENCY_DIM) -> None:
+    ``label_std`` is the label table's initial standard deviation: DiT's 0.02 by default (see
+    :data:`~layerpar.models.dit.DIT_PRESETS` for why a small model wants more)."""
+
+    def __init__(
+        self, dim: int, num_classes: int | None, frequency_dim: int = FREQUENCY_DIM, label_std: float = 0.02
+    ) -> None:
         super().__init__()
         self.frequency_dim = frequency_dim
+        self.label_std = label_std
         self.num_classes = num_classes or None
         self.time_in = nn.Linear(frequency_dim, dim)
         self.time_out = nn.Linear(dim, dim)
@@ -58,12 +64,13 @@ class ConditionEmbedder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """DiT's initialisation of its embedders: weights normal(0, 0.02), biases zero."""
+        """DiT's initialisation of its embedders: weights normal(0, 0.02), biases zero; the label
+        table normal(0, ``label_std``)."""
         for layer in (self.time_in, self.time_out):
             nn.init.normal_(layer.weight, std=0.02)
             nn.init.zeros_(layer.bias)
         if self.label_table is not None:
-            nn.init.normal_(self.label_table.weight, std=0.02)
+            nn.init.normal_(self.label_table.weight, std=self.label_std)
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         if cond.dim() != 2 or cond.shape[1] != 2:

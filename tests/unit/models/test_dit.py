@@ -117,6 +117,18 @@ def test_presets_and_custom_dit_by_name():
     assert len(s) == 14 and s.blocks[0].pos_embed.shape == (196, 384) and s.blocks[1].attn.heads == 6
 
 
+def test_label_table_init_per_preset():
+    """dit_tiny's label table starts at std 1 (a class signal a 64-wide model learns in a few
+    epochs), dit_s keeps DiT's 0.02; the time MLP is DiT's in both."""
+    torch.manual_seed(0)
+    tiny = build_model("dit_tiny", in_channels=1, image_size=28, num_classes=10).embedder
+    s = build_model("dit_s", in_channels=1, image_size=28, num_classes=10).embedder
+    assert tiny.label_table is not None and s.label_table is not None
+    assert abs(tiny.label_table.weight.std().item() - 1.0) < 0.1
+    assert abs(s.label_table.weight.std().item() - 0.02) < 0.002
+    assert abs(tiny.time_in.weight.std().item() - 0.02) < 0.002
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
