@@ -40,12 +40,26 @@ class CondStage(nn.Module):
         super().__init__()
         self.module = module
         self.last = last
+        embedder = getattr(module, "embedder", None)
+        self.num_classes: int | None = getattr(embedder, "num_classes", None)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> Any:
-        out = self.module(h, cond)
+        out = self.module(h, self._in_range(cond))
         # The next stage receives into a buffer laid out like this output; gloo receives only
         # into contiguous tensors (a DiT's patch embedding is a transposed view).
         return out if self.last else (out.contiguous(), cond)
+
+    def _in_range(self, cond: torch.Tensor) -> torch.Tensor:
+        """``cond`` with its class column clamped into the label table (the null class included).
+
+        torch.distributed.pipelining infers a later stage's shapes by running it once on
+        ``torch.empty`` buffers: an uninitialised class index then points outside the table and
+        raises on that rank only, and the other rank waits for it until gloo times out.  A real
+        conditioning's class is always in range, so the clamp changes nothing it carries."""
+        if self.num_classes is None:
+            return cond
+        labels = cond[:, 1].nan_to_num(0.0).clamp(0, self.num_classes)
+        return torch.stack([cond[:, 0], labels], dim=1)
 
 
 def stage_module(module: nn.Module, config: RunConfig, last: bool) -> nn.Module:
