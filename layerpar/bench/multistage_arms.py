@@ -4,12 +4,13 @@ rank: interleaved 1F1B, interleaved zero-bubble, ZBV zero-bubble and DualPipeV.
 The backbone is cut into 2K stages (same balance as the other arms, rank 0's cut broadcast).
 Interleaved schedules give rank r the stages r and r + K (a loop); the V-shaped ones (ZBV,
 DualPipeV) the stages r and 2K − 1 − r, so rank 0 holds both the first and the last stage.
-A denoiser's stages carry its conditioning along (``pipeline_stages.py``), but in torch 2.13
-the zero-bubble schedules fail on it (the split weight backward, action ``W``) and interleaved
-1F1B hangs on the DiT (it runs the MLP), so the registry refuses all four for denoisers
-(``ArmSpec.denoisers``).  Zero-bubble
-schedules split each backward into an input-gradient and a weight-gradient part and
-fill the pipeline's bubbles with the latter (Qi et al., ICLR 2024).
+A denoiser's stages carry its conditioning along (``pipeline_stages.py``); interleaved 1F1B
+runs them.  In torch 2.13 the three schedules with a split weight backward (interleaved
+zero-bubble, ZBV, DualPipeV: action ``W``) fail on them ("Trying to backward through the graph
+a second time": the replicated embedder's path into the blocks does not pass through the
+stage's input), so the registry refuses those three for denoisers (``ArmSpec.denoisers``).
+Zero-bubble schedules split each backward into an input-gradient and a weight-gradient part
+and fill the pipeline's bubbles with the latter (Qi et al., ICLR 2024).
 """
 
 from __future__ import annotations

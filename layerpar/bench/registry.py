@@ -246,7 +246,6 @@ _SPECS = (
         "interleaved 1F1B, torch.distributed.pipelining, 2 stages per rank, M micro-batches",
         _multistage("interleaved1f1b"),
         microbatches=True,
-        denoisers=False,
     ),
     ArmSpec(
         "interleavedzb",

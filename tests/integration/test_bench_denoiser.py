@@ -61,15 +61,17 @@ def test_every_denoiser_arm_runs_on_the_mlp() -> None:
     assert minimal["bytes_per_step"] == full["bytes_per_step"]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_pipeline_and_layerpar_arms_run_on_the_dit() -> None:
-    """The DiT's first stage hands on a transposed view (patch tokens) with its conditioning."""
+    """The DiT's first stage hands on a transposed view (patch tokens) with its conditioning;
+    every later stage survives torch's shape inference on uninitialised buffers (two of them
+    per rank under interleaved 1F1B)."""
     config = _dit()
-    for arm in ("gpipe", "layerpar"):
+    for arm in ("gpipe", "interleaved1f1b", "layerpar"):
         _check(arm, run_arm(arm, 2, config, 1, 2, 2), sends=True)
 
 
-@pytest.mark.parametrize("arm", ["deepspeed", "zbv", "interleaved1f1b", "dualpipev", "interleavedzb"])
+@pytest.mark.parametrize("arm", ["deepspeed", "zbv", "dualpipev", "interleavedzb"])
 def test_an_arm_without_denoisers_is_a_clear_error(arm: str) -> None:
     with pytest.raises(ConfigError, match=rf"'{arm}' does not run diffusion denoisers yet.*arms that do: .*gpipe"):
         run_arm(arm, 2, _toy(), 1, 2, 2)

@@ -39,7 +39,7 @@ def test_final_held_out_loss_comes_from_the_final_evaluation() -> None:
 
 def test_only_arms_without_denoiser_support_are_refused() -> None:
     toy = load_config(ROOT / "configs/diffusion_toy.yaml")
-    registry.check_denoiser(["serial", "layerpar", "layerpar-minimal", "ddp", "gpipe", "1f1b", "serial-threads"], toy)
+    registry.check_denoiser(["serial", "layerpar", "layerpar-minimal", "ddp", "gpipe", "1f1b", "interleaved1f1b", "serial-threads"], toy)
     with pytest.raises(ConfigError, match=r"arms 'zbv', 'deepspeed' do not run diffusion denoisers yet"):
         registry.check_denoiser(["serial", "zbv", "deepspeed"], toy)
     registry.check_denoiser(list(registry.ARMS), load_config(ROOT / "configs/digits_tiny.yaml"))
