@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -183,3 +185,19 @@ def test_resnet_blocks_ignore_cond():
     model = resnet(20, in_channels=1).eval()
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(model(x, torch.randn(2, 5)), model(x), rtol=0, atol=0)
+
+
+def test_the_parameter_heavy_preset_sends_less_at_its_cut_than_ddp_all_reduces() -> None:
+    """configs/fmnist_mlp_wide.yaml is the bench's regime where parameters outweigh activations:
+    its one cut carries a (batch, hidden) activation, DDP all-reduces every parameter."""
+    from layerpar.config import load_config
+    from layerpar.parallel.setup import build_model_for
+
+    config = load_config(Path(__file__).resolve().parents[3] / "configs/fmnist_mlp_wide.yaml")
+    model, input_shape, _ = build_model_for(config)
+    parameters = sum(p.numel() for p in model.parameters())
+    x = torch.zeros(config.train.batch_size, *input_shape)
+    cut = model.slice(0, len(model) // 2)(x)
+    assert parameters == 17_613_834
+    assert cut.shape == (config.train.batch_size, config.model.hidden)
+    assert parameters > 50 * cut.numel()
