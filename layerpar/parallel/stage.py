@@ -287,6 +287,11 @@ class StageWorker:
         # by an evaluation ends its window early.
         return (self.step + 1) % self.accumulate == 0 or s.final
 
+    @property
+    def opens_window(self) -> bool:
+        """Whether this step is the first micro-batch of an optimiser step's window."""
+        return self._window == 0
+
     def _has_gradient(self) -> bool:
         return any(p.grad is not None for p in self._own_params)
 
