@@ -22,7 +22,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from layerpar.bench.breakdown import breakdown_per_step
 from layerpar.bench.common import (
+    Breakdown,
     StepTimes,
     arm_dtype,
     batch_plan,
@@ -79,7 +81,9 @@ def arm_serial_threads(config: RunConfig, warmup: int, steps: int, **kw: Any) ->
     return arm_serial(config, warmup, steps, **kw)
 
 
-def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[list[float], int]:
+def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[list[float], int, Breakdown]:
+    """Layer-parallel training (the config's method): this rank's step times, bytes per step
+    and where its timed steps went (``breakdown.breakdown_per_step``)."""
     from layerpar.parallel.methods import micro_batches
 
     # The pipelined method feeds each step's batch in micro-batches, one loop step each.
@@ -87,19 +91,24 @@ def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[
     drain = (warmup + steps) * micro  # one more, untimed loop step ends the run (stale methods)
     runner = layerpar_runner(config, drain + 1)
     program = runner.program(serial=False)
+    clock = runner.worker.clock
 
     def tick(t: int) -> None:
-        runner.begin(t, config.layerpar.beta, final=t == drain)
+        with clock("batch"):
+            runner.begin(t, config.layerpar.beta, final=t == drain)
         runner.run(program)
         runner.take_metrics()
 
     def step(i: int) -> None:
+        if i == warmup:
+            clock.start()  # the timed steps only
         for t in range(i * micro, (i + 1) * micro):
             tick(t)
 
-    timed = time_steps(step, warmup, steps)
+    times, sent = time_steps(step, warmup, steps)
+    seconds = clock.stop()
     tick(drain)
-    return timed
+    return times, sent, breakdown_per_step(seconds, times)
 
 
 def layerpar_runner(config: RunConfig, total_steps: int) -> Any:

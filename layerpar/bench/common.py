@@ -22,8 +22,13 @@ from layerpar.data import load_dataset
 from layerpar.errors import ConfigError
 from layerpar.parallel.batches import BatchPlan
 
-StepTimes = tuple[list[float], int]
-"""What an arm returns on each rank: its per-step wall seconds and the bytes it sent per step."""
+Timed = tuple[list[float], int]
+"""Per-step wall seconds and the bytes this rank sent per step."""
+Breakdown = dict[str, float]
+"""Milliseconds per step in each part of a step (``breakdown.breakdown_per_step``)."""
+StepTimes = Timed | tuple[list[float], int, Breakdown]
+"""What an arm returns on each rank: its per-step wall seconds and the bytes it sent per step
+(the ``layerpar`` arm: and where its steps went)."""
 
 # --------------------------------------------------------------------------------------------
 # Bytes sent, counted in this process
@@ -180,7 +185,7 @@ def broadcast_bounds(config: RunConfig) -> tuple[int, ...]:
     return distributed_bounds(config, TorchDistComm())
 
 
-def time_steps(step_fn: Callable[[int], None], warmup: int, steps: int) -> StepTimes:
+def time_steps(step_fn: Callable[[int], None], warmup: int, steps: int) -> Timed:
     """Run ``warmup`` untimed steps, a barrier, then ``steps`` timed ones: (seconds per step,
     bytes this rank sent per timed step)."""
     for step in range(warmup):

@@ -27,6 +27,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from layerpar.bench import registry
+from layerpar.bench.breakdown import breakdown_markdown, mean_breakdown
 from layerpar.bench.common import count_bytes, markdown_table, timing_config, write_summary
 from layerpar.bench.config import BenchConfig
 from layerpar.bench.registry import SERIAL
@@ -55,11 +56,10 @@ def _worker(
         init_process_group("gloo", timeout_s=1800.0)  # torch's default timeout; store on loopback
         try:
             count_bytes()
-            times, sent = run(config, warmup, steps, microbatches=microbatches)
+            times, sent, *breakdown = run(config, warmup, steps, microbatches=microbatches)
             gathered: list[Any] = [None] * world
-            dist.all_gather_object(
-                gathered, (times, sent, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-            )
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            dist.all_gather_object(gathered, (times, sent, peak, breakdown[0] if breakdown else None))
         finally:
             dist.barrier()
             dist.destroy_process_group()
@@ -103,6 +103,7 @@ def run_arm(
         "bytes_per_step": sum(p[1] for p in payload),
         "peak_mem_mb": max(p[2] for p in payload) / 1024,
         "peak_mem_mb_per_rank": [p[2] / 1024 for p in payload],  # ru_maxrss is in KiB on Linux
+        "breakdown_ms_per_rank": None if payload[0][3] is None else [p[3] for p in payload],
     }
 
 
@@ -203,6 +204,7 @@ def _summarise(
         "peak_mem_mb_per_rank": [max(mb) for mb in zip(*(r["peak_mem_mb_per_rank"] for r in runs))],
         "bytes_per_step": statistics.median(r["bytes_per_step"] for r in runs),
         "microbatches": micro,
+        "breakdown_ms_per_step": mean_breakdown([r["breakdown_ms_per_rank"] for r in runs]),
         "steps": bench.steps,
         "warmup_steps": bench.warmup_steps,
         "config": config.to_dict(),
@@ -267,6 +269,9 @@ def _write(
         table.add_row(*(cells[name] for name in columns.values()))
     lines = [f"Command: `{command}`", "", *markdown_table(list(rows[0]), [list(c.values()) for c in rows])]
     lines += ["", *(f"- {note}" for note in skipped)] if skipped else []
+    for r in summary:
+        if r.get("breakdown_ms_per_step"):
+            lines += ["", *breakdown_markdown(r)]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     console = Console()
     (console if console.is_terminal else Console(width=160)).print(table)

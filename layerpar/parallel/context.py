@@ -16,6 +16,7 @@ from torch import nn
 
 from layerpar.auxnet import AuxOutput
 from layerpar.config import RunConfig
+from layerpar.parallel.clock import PhaseClock
 from layerpar.parallel.comm import Comm
 from layerpar.parallel.layout import Layout
 from layerpar.parallel.stash import PendingForward
@@ -44,6 +45,7 @@ class StageContext(Protocol):
     optimizer: torch.optim.Optimizer
     accumulate: int
     run_step: int
+    clock: PhaseClock
 
     @property
     def aux(self) -> AuxPredictor | None: ...
@@ -56,6 +58,9 @@ class StageContext(Protocol):
 
     @property
     def is_last(self) -> bool: ...
+
+    @property
+    def opens_window(self) -> bool: ...
 
     @property
     def state(self) -> StepState: ...

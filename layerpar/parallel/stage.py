@@ -28,6 +28,7 @@ from layerpar.auxnet import AuxNet
 from layerpar.config import RunConfig
 from layerpar.errors import CheckpointError
 from layerpar.parallel.aux_trainer import AuxTrainer, Oracle
+from layerpar.parallel.clock import PhaseClock
 from layerpar.parallel.comm import Comm, Handle
 from layerpar.parallel.ema import ModuleEMA
 from layerpar.parallel.flat import flat_grads, set_flat_grads
@@ -37,7 +38,7 @@ from layerpar.parallel.methods.serial import Serial
 from layerpar.parallel.objective import Objective
 from layerpar.parallel.optim import make_optimizer
 from layerpar.parallel.replicated import ReplicatedSync, replicated_parameters
-from layerpar.parallel.stash import PendingForward, replay_forward, stashed_forward
+from layerpar.parallel.stash import PendingForward, forward_on_copies, replay_forward, stash_copies
 from layerpar.parallel.step_checks import DIAGNOSTIC_KEYS, nonfinite
 
 
@@ -101,6 +102,8 @@ class StageWorker:
         self._own_params = [p for p in module.parameters() if all(p is not q for q in shared)]
         decay = config.diffusion.ema_decay if config.is_diffusion else None
         self.ema = ModuleEMA(module, decay) if decay is not None else None
+        self.clock = PhaseClock()
+        """Where this worker's step time goes (off unless ``layerpar bench`` turns it on)."""
 
     # ---------------------------------------------------------------------------- topology
 
@@ -186,7 +189,7 @@ class StageWorker:
         """This module on ``u`` (in the compute precision), conditioned on ``cond``: that of
         ``u``'s micro-batch (a stale method's is not this step's), by default this step's."""
         cond = cond if cond is not None else self.state.cond
-        with self.autocast():
+        with self.clock("forward"), self.autocast():
             return self.module(u) if cond is None else self.module(u, cond)
 
     def stashed_forward(
@@ -194,8 +197,11 @@ class StageWorker:
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """This module on ``u`` through copies of its weights (``stash.py``), conditioned as
         ``forward``."""
-        with self.autocast():
-            return stashed_forward(self.module, u, shift, cond if cond is not None else self.state.cond)
+        with self.clock("stash"):
+            weights, buffers = stash_copies(self.module, shift)
+        with self.clock("forward"), self.autocast():
+            cond = cond if cond is not None else self.state.cond
+            return forward_on_copies(self.module, weights, buffers, u, cond), list(weights.values())
 
     def replay_forward(self, saved: dict[str, Any]) -> PendingForward:
         """A checkpointed micro-batch's forward rebuilt (``stash.replay_forward``)."""
@@ -204,18 +210,21 @@ class StageWorker:
 
     def task_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The objective on the last module's output (in the master dtype); logs loss and accuracy."""
-        output = output.to(self.dtype)
-        loss = self.objective.loss(output, target)
-        self.state.metrics.update(self.objective.step_metrics(output, target, loss))
+        with self.clock("forward"):
+            output = output.to(self.dtype)
+            loss = self.objective.loss(output, target)
+            self.state.metrics.update(self.objective.step_metrics(output, target, loss))
         return loss
 
     # ---------------------------------------------------------------------------- messages
 
     def send_forward(self, h: torch.Tensor) -> None:
-        self.state.sends.append(self._isend(h, self.next_rank))
+        with self.clock("send"):
+            self.state.sends.append(self._isend(h, self.next_rank))
 
     def send_backward(self, grad: torch.Tensor) -> None:
-        self.state.sends.append(self._isend(grad, self.prev_rank))
+        with self.clock("send"):
+            self.state.sends.append(self._isend(grad, self.prev_rank))
 
     def _isend(self, tensor: torch.Tensor, dst: int) -> Handle:
         return self.comm.isend(tensor.detach().to(self.wire_dtype), dst)
@@ -231,12 +240,14 @@ class StageWorker:
     def recv_forward(self, batch: int) -> torch.Tensor:
         """Module k−1's output for this step: a leaf that requires grad, in the master dtype."""
         shape = self.boundary_shape(self.stage - 1, batch)
-        u = self.comm.recv(shape, self.prev_rank, self.wire_dtype, self.device)
+        with self.clock("wait: receive"):
+            u = self.comm.recv(shape, self.prev_rank, self.wire_dtype, self.device)
         return u.to(self.dtype).requires_grad_(True)
 
     def recv_backward(self, shape: Sequence[int]) -> torch.Tensor:
         """Module k+1's gradient with respect to this module's output."""
-        return self.comm.recv(shape, self.next_rank, self.wire_dtype, self.device).to(self.dtype)
+        with self.clock("wait: receive"):
+            return self.comm.recv(shape, self.next_rank, self.wire_dtype, self.device).to(self.dtype)
 
     # ---------------------------------------------------------------------------- updates
 
@@ -252,10 +263,12 @@ class StageWorker:
 
     def finish_stage_update(self) -> None:
         if self.replicated is not None:
-            self.replicated.finish()
+            with self.clock("wait: all-reduce"):
+                self.replicated.finish()
         if self._stage_sync is not None:
             assert self._stage_bucket is not None
-            self._stage_sync.wait()
+            with self.clock("wait: all-reduce"):
+                self._stage_sync.wait()
             set_flat_grads(self._own_params, self._stage_bucket / self.layout.replicas)
             self._stage_sync = self._stage_bucket = None
         if self._applies_update():
@@ -265,9 +278,10 @@ class StageWorker:
                         param.grad.div_(self.accumulate)
             # Where no gradient has arrived yet (a stale method's fill) the grads are None, and
             # the optimiser leaves those parameters alone.
-            self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update()
+            with self.clock("optimizer"):
+                self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update()
             self._window = 0
         else:
             self._window += 1
@@ -301,14 +315,15 @@ class StageWorker:
         # A stale method's messages are read at the start of the neighbour's next step: wait
         # for them one step later, or this module would idle until then (gloo's send completes
         # on receipt).
-        for handle in self._inflight:
-            handle.wait()
-        self._inflight = []
-        if self.method.stale and not (s.serial or s.final):
-            self._inflight = s.sends
-        else:
-            for handle in s.sends:
+        with self.clock("wait: send"):
+            for handle in self._inflight:
                 handle.wait()
+            self._inflight = []
+            if self.method.stale and not (s.serial or s.final):
+                self._inflight = s.sends
+            else:
+                for handle in s.sends:
+                    handle.wait()
         self.run_step = 0 if (s.serial or s.final) else self.run_step + 1
         if s.final:
             self.method.end_run()

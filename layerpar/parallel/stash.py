@@ -45,6 +45,14 @@ def stashed_forward(
 
     Buffers run on copies too (BatchNorm's backward keeps its running statistics, which the next
     forward updates in place); their new values are written back to the module."""
+    weights, buffers = stash_copies(module, shift)
+    return forward_on_copies(module, weights, buffers, u, cond), list(weights.values())
+
+
+def stash_copies(
+    module: nn.Module, shift: dict[str, torch.Tensor] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The copies ``stashed_forward`` runs on: parameters (θ, or θ + shift) and buffers."""
     shift = shift or {}
     weights = {
         name: (p.detach() + shift[name] if name in shift else p.detach().clone()).requires_grad_(
@@ -52,13 +60,23 @@ def stashed_forward(
         )
         for name, p in module.named_parameters()
     }
-    buffers = {name: b.clone() for name, b in module.named_buffers()}
+    return weights, {name: b.clone() for name, b in module.named_buffers()}
+
+
+def forward_on_copies(
+    module: nn.Module,
+    weights: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    u: torch.Tensor,
+    cond: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``module(u)`` through ``stash_copies``'s copies; the buffers' new values go back to it."""
     args = (u,) if cond is None else (u, cond)
     h = functional_call(module, {**weights, **buffers}, args)
     with torch.no_grad():
         for name, live in module.named_buffers():
             live.copy_(buffers[name])
-    return h, list(weights.values())
+    return h
 
 
 def move_gradients(module: nn.Module, weights: list[torch.Tensor]) -> None:

@@ -254,3 +254,32 @@ def value_overhead(results: Results, args: Sequence[str]) -> str:
     summary = bench_summary(results, args[0])
     arm, base = (float(pick(summary, a)["step_time_s_median"]) for a in args[1:])
     return f"{signed(100 * (arm / base - 1), 1)} %"
+
+
+def breakdown_table(results: Results, args: Sequence[str]) -> Table:
+    """Where the ``layerpar`` arm's step went, per rank (``bench/breakdown.py``), beside serial's
+    whole step and the ideal (serial's step / K) from the same run."""
+    from layerpar.bench.breakdown import STEP, breakdown_rows
+
+    folder = one_arg("breakdown", args)
+    summary = bench_summary(results, folder)
+    found = [r for r in summary["results"] if r["arm"] == "layerpar" and r.get("breakdown_ms_per_step")]
+    if len(found) != 1:
+        raise ReportError(
+            f"results/{folder}/summary.json: {len(found)} layerpar results with a breakdown, expected 1"
+        )
+    row = found[0]
+    per_rank = row["breakdown_ms_per_step"]
+    header = ("part (ms per step)", *(f"rank {r}" for r in range(len(per_rank))))
+    notes = []
+    serial = [r for r in summary["results"] if r["arm"] == "serial"]
+    if serial:
+        whole = 1000 * float(serial[0]["step_time_s_median"])
+        k = int(row["devices"])
+        slowest = max(rank[STEP] for rank in per_rank)
+        notes.append(
+            f"Serial backprop's step in the same run: {whole:.1f} ms (median); the ideal at K = {k} is "
+            f"{whole / k:.1f} ms, layerpar's slowest rank takes {slowest:.1f} ms (mean)."
+        )
+    rows = [tuple(cells) for cells in breakdown_rows(per_rank)]
+    return Table(header, rows, (f"{folder}/summary.json",), recorded_commands([summary]), tuple(notes))

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from layerpar.report.bench import bench_seeds_table, bench_table, value_bench, value_overhead
+from layerpar.report.bench import (
+    bench_seeds_table,
+    bench_table,
+    breakdown_table,
+    value_bench,
+    value_overhead,
+)
 from layerpar.report.costmodel import (
     costmodel_table,
     one_device_table,
@@ -43,6 +49,7 @@ BLOCKS: dict[str, Callable[[Results, Sequence[str]], Table]] = {
     "bench-one-device": one_device_table,
     "costmodel": costmodel_table,
     "bench-seeds": bench_seeds_table,
+    "breakdown": breakdown_table,
     "demo": demo_table,
     "reliability": reliability_table,
     "diagnosis": diagnosis_table,

@@ -138,3 +138,16 @@ def test_pipelined_layerpar_arm_sends_an_activation_each_way_per_sample() -> Non
     shape = build_setup(config).boundary_shapes[0]
     boundary_bytes = config.train.batch_size * math.prod(shape) * 4  # float32, one full batch
     assert result["bytes_per_step"] == 2 * boundary_bytes
+    # Where its timed steps went, per rank: compute on both, the stash's copies on the first
+    # (the last module backpropagates at once and stashes nothing), parts adding up to the step.
+    from layerpar.bench.breakdown import OTHER, ROWS, STEP
+
+    per_rank = result["breakdown_ms_per_rank"]
+    assert len(per_rank) == 2 and all(set(rank) == set(ROWS) for rank in per_rank)
+    assert all(rank["forward"] > 0 and rank["backward"] > 0 for rank in per_rank)
+    assert per_rank[0]["stash"] > 0 and per_rank[1]["stash"] == 0
+    assert per_rank[1]["wait: receive"] > 0  # the last module's input comes from rank 0
+    for rank in per_rank:
+        parts = sum(rank[row] for row in ROWS if row != STEP)
+        assert math.isclose(parts, rank[STEP], rel_tol=1e-9)
+        assert rank[OTHER] >= 0 and math.isclose(rank[STEP], 1000 * sum(result["step_times"]) / 2, rel_tol=0.5)
