@@ -38,7 +38,7 @@ from layerpar.parallel.methods.serial import Serial
 from layerpar.parallel.objective import Objective
 from layerpar.parallel.optim import make_optimizer
 from layerpar.parallel.replicated import ReplicatedSync, replicated_parameters
-from layerpar.parallel.stash import PendingForward, forward_on_copies, replay_forward, stash_copies
+from layerpar.parallel.stash import PendingForward, VersionCopies, forward_on_copies, replay_forward
 from layerpar.parallel.step_checks import DIAGNOSTIC_KEYS, nonfinite
 
 
@@ -102,6 +102,8 @@ class StageWorker:
         self._own_params = [p for p in module.parameters() if all(p is not q for q in shared)]
         decay = config.diffusion.ema_decay if config.is_diffusion else None
         self.ema = ModuleEMA(module, decay) if decay is not None else None
+        self._copies = VersionCopies()
+        """The stashed forwards' weight copies, one per weight version (``stash.py``)."""
         self.clock = PhaseClock()
         """Where this worker's step time goes (off unless ``layerpar bench`` turns it on)."""
 
@@ -198,7 +200,8 @@ class StageWorker:
         """This module on ``u`` through copies of its weights (``stash.py``), conditioned as
         ``forward``."""
         with self.clock("stash"):
-            weights, buffers = stash_copies(self.module, shift)
+            weights = self._copies.get(self.module, shift)
+            buffers = {name: b.clone() for name, b in self.module.named_buffers()}
         with self.clock("forward"), self.autocast():
             cond = cond if cond is not None else self.state.cond
             return forward_on_copies(self.module, weights, buffers, u, cond), list(weights.values())

@@ -222,6 +222,9 @@ def _spread(ratios: Sequence[float | None]) -> str:
 BENCH_VALUES: dict[str, Callable[[Record, Record], str]] = {
     "speedup": lambda s, r: times(step_ratio(s, r)),
     "vs-pipeline": lambda s, r: times(required(pipeline_ratio(s, r), "a pipeline arm at this K")),
+    "vs-ddp": lambda s, r: times(
+        float(pick(s, f"ddp@{r['devices']}")["step_time_s_median"]) / float(r["step_time_s_median"])
+    ),
     "bytes": lambda s, r: megabytes(float(r["bytes_per_step"])),
     "step-ms": lambda s, r: f"{1000 * float(r['step_time_s_median']):.1f}",
     "acc": lambda s, r: f"{float(r['final_test_acc']):.4f}",

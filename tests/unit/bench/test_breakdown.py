@@ -32,3 +32,29 @@ def test_markdown_has_a_row_per_part_and_a_column_per_rank() -> None:
     assert "| forward | 100.0 (25 %) | 100.0 (25 %) |" in lines
     assert lines[-1] == "| step (mean) | 400.0 | 400.0 |"
     assert len(lines) == 4 + len(ROWS)
+
+
+def test_report_table_quotes_the_run_with_serial_and_the_ideal(tmp_path) -> None:
+    import json
+
+    import pytest
+
+    from layerpar.report.bench import breakdown_table
+    from layerpar.report.results import ReportError, Results
+
+    per_rank = [breakdown_per_step({"forward": 0.1, "backward": 0.2}, [0.4, 0.4])] * 2
+    results = [
+        {"arm": "serial", "devices": 1, "step_time_s_median": 0.6},
+        {"arm": "layerpar", "devices": 2, "step_time_s_median": 0.4, "breakdown_ms_per_step": per_rank},
+    ]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "summary.json").write_text(json.dumps({"command": "layerpar bench x", "results": results}))
+    table = breakdown_table(Results(tmp_path), ["b"])
+    assert table.header == ("part (ms per step)", "rank 0", "rank 1")
+    assert ("forward", "50.0 (12 %)", "50.0 (12 %)") in table.rows
+    assert "the ideal at K = 2 is 300.0 ms, layerpar's slowest rank takes 400.0 ms" in table.notes[0]
+    assert table.commands == ("layerpar bench x",)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "summary.json").write_text(json.dumps({"results": results[:1]}))
+    with pytest.raises(ReportError, match="0 layerpar results with a breakdown"):
+        breakdown_table(Results(tmp_path), ["old"])
