@@ -262,8 +262,6 @@ def value_overhead(results: Results, args: Sequence[str]) -> str:
 def breakdown_table(results: Results, args: Sequence[str]) -> Table:
     """Where the ``layerpar`` arm's step went, per rank (``bench/breakdown.py``), beside serial's
     whole step and the ideal (serial's step / K) from the same run."""
-    from layerpar.bench.breakdown import STEP, breakdown_rows
-
     folder = one_arg("breakdown", args)
     summary = bench_summary(results, folder)
     found = [r for r in summary["results"] if r["arm"] == "layerpar" and r.get("breakdown_ms_per_step")]
@@ -284,5 +282,23 @@ def breakdown_table(results: Results, args: Sequence[str]) -> Table:
             f"Serial backprop's step in the same run: {whole:.1f} ms (median); the ideal at K = {k} is "
             f"{whole / k:.1f} ms, layerpar's slowest rank takes {slowest:.1f} ms (mean)."
         )
-    rows = [tuple(cells) for cells in breakdown_rows(per_rank)]
+    rows = _breakdown_rows(per_rank)
     return Table(header, rows, (f"{folder}/summary.json",), recorded_commands([summary]), tuple(notes))
+
+
+STEP = "step (mean)"
+"""The breakdown's last row (``layerpar/bench/breakdown.py``, which this package must not import:
+it needs torch)."""
+
+
+def _breakdown_rows(per_rank: Sequence[Record]) -> list[tuple[str, ...]]:
+    """One row per part, in the JSON's order: ms per step on each rank and its share of the step."""
+    rows = []
+    for part in per_rank[0]:
+        cells = [part]
+        for rank in per_rank:
+            value, step = float(rank[part]), float(rank[STEP])
+            share = 100 * value / step if step else 0.0
+            cells.append(f"{value:.1f}" if part == STEP else f"{value:.1f} ({share:.0f} %)")
+        rows.append(tuple(cells))
+    return rows
