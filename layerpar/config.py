@@ -152,6 +152,12 @@ class LayerParConfig:
     """Clip each element of the AL step (m − v)/β to ±this value (None: no clip)."""
     bn_reestimate_batches: int = 20
     """Serial forward passes that re-estimate BatchNorm statistics before evaluation."""
+    oracle: str | None = None
+    """Ablation instrument of the AuxNet methods (docs/parity.md, "Oracle ablations"): give the
+    modules the true ``multipliers`` (adjoints), the true ``states`` (inputs and anchors), or
+    ``both`` from a serial pass at the current weights, while the AuxNet trains on its own
+    prediction.  null: off.  One process only (the in-process trainer): the serial pass needs
+    every module's weights."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

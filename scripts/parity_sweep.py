@@ -44,6 +44,14 @@ VARIANTS: dict[str, list[str]] = {
     "penalty-b0.01-parallel": ["layerpar.method=penalty", "layerpar.beta=0.01", "layerpar.warmup_epochs=0",
                                "layerpar.serial_final_epochs=0"],
     "serial": ["train.mode=serial"],
+}
+# Oracle ablations of the parallel phase (issue 11, layerpar.oracle): the true multipliers (a),
+# the true states (b) or both (c, serial backprop) in place of the AuxNet's, K = 2 and 4.
+for _part in ("multipliers", "states", "both"):
+    for _k in (2, 4):
+        VARIANTS[f"al-b0.01-parallel-oracle-{_part}" + ("-K4" if _k == 4 else "")] = [
+            *VARIANTS["al-b0.01-parallel"], f"layerpar.oracle={_part}", f"parallel.stages={_k}"]
+VARIANTS |= {
     "al-b0.01": ["layerpar.method=al", "layerpar.beta=0.01"],
     "al-b0.001": ["layerpar.method=al", "layerpar.beta=0.001"],
     "al-b0.1": ["layerpar.method=al", "layerpar.beta=0.1"],
@@ -162,11 +170,11 @@ class _Summary:
         self.train_time_s = record["train_time_s"]
 
 
-def stage1(out: Path, only: list[str] | None = None, prefix: str = "screen") -> None:
+def stage1(out: Path, only: list[str] | None = None, prefix: str = "screen", seed: int = 0) -> None:
     for name, extra in VARIANTS.items():
         if only and name not in only:
             continue
-        run_one(name, SCREEN_BASE + extra, out, f"{prefix}-{name}-fmnist20k-K2-s0")
+        run_one(name, SCREEN_BASE + extra + [f"train.seed={seed}"], out, f"{prefix}-{name}-fmnist20k-K2-s{seed}")
 
 
 def stage2(out: Path, variant: str, seeds: list[int], datasets: list[str], model: str,
@@ -206,12 +214,13 @@ if __name__ == "__main__":
     parser.add_argument("--skip-serial", action="store_true", help="stage 2: layer-parallel runs only")
     parser.add_argument("--only", help="comma list of variants (stage 1)")
     parser.add_argument("--prefix", default="screen", help="file name prefix of stage-1 runs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the stage-1 runs")
     parser.add_argument("--cluster", help="run through a cluster config (e.g. cluster_configs/local_cpu.yaml)")
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = True
     CLUSTER = args.cluster
     if args.stage == 1:
-        stage1(Path(args.out), args.only.split(",") if args.only else None, args.prefix)
+        stage1(Path(args.out), args.only.split(",") if args.only else None, args.prefix, args.seed)
     else:
         stage2(Path(args.out), args.variant, [int(s) for s in args.seeds.split(",")], args.datasets.split(","),
                args.model, [int(k) for k in args.stages.split(",")] if args.stages else None, not args.skip_serial)

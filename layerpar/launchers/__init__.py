@@ -33,6 +33,9 @@ def _launch(config: RunConfig, cluster: ClusterConfig, resume: bool) -> dict[str
 
         trainer = SerialTrainer(config) if config.train.mode == "serial" else LayerParallelTrainer(config)
         return trainer.fit(resume=resume).record
+    from layerpar.parallel.worker import check_one_process_only
+
+    check_one_process_only(config)  # before any worker process starts
     if cluster.launcher == "local":
         from layerpar.launchers.local import launch_local
 

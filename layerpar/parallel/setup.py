@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from layerpar.auxnet import AuxNet, boundary_shapes, build_auxnet
+from layerpar.auxnet.ablation import ORACLE_PARTS
 from layerpar.auxnet.conditional import build_conditional_auxnet
 from layerpar.config import RunConfig
 from layerpar.data import dataset_info
@@ -266,6 +267,7 @@ def make_worker(
     *,
     own_copy: bool,
     oracle: Oracle | None = None,
+    oracle_parts: frozenset[str] = ORACLE_PARTS["both"],
 ) -> StageWorker:
     """The worker of ``rank``.  ``own_copy`` gives it private module/AuxNet objects (needed when
     several workers live in one process and must not share parameters)."""
@@ -295,4 +297,5 @@ def make_worker(
         dtype=setup.dtype,
         aux=aux,
         oracle=oracle,
+        oracle_parts=oracle_parts,
     )

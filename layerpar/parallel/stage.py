@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from layerpar.auxnet import AuxNet
+from layerpar.auxnet.ablation import ORACLE_PARTS
 from layerpar.config import RunConfig
 from layerpar.errors import CheckpointError
 from layerpar.parallel.aux_trainer import AuxTrainer, Oracle
@@ -62,6 +63,7 @@ class StageWorker:
         dtype: torch.dtype,
         aux: AuxNet | None = None,
         oracle: Oracle | None = None,
+        oracle_parts: frozenset[str] = ORACLE_PARTS["both"],
     ) -> None:
         self.config = config
         self.layout = layout
@@ -84,7 +86,7 @@ class StageWorker:
         self.method: Method = method(self)
         self.serial = self.method if method.serial_only else Serial(self)
         uses_aux = method.needs_aux and layout.stages > 1
-        self.aux = AuxTrainer(self, aux, oracle, method.aux_multipliers) if uses_aux else None
+        self.aux = AuxTrainer(self, aux, oracle, method.aux_multipliers, oracle_parts) if uses_aux else None
         self.step = 0
         """Loop steps taken (micro-batches for a micro-batched method)."""
         self.run_step = 0

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from layerpar.auxnet.ablation import ORACLE_PARTS, SharedOracle
 from layerpar.config import RunConfig, replace
 from layerpar.parallel.aux_trainer import Oracle
 from layerpar.parallel.comm import LocalHub
@@ -49,14 +50,33 @@ class InProcessTrainer:
             config, resolve_device(config), model=model, input_shape=input_shape, objective=objective
         )
         self.hub = LocalHub(self.setup.layout.world_size)
-        oracle = oracle_factory(self.setup) if oracle_factory is not None else None
+        oracle, parts = self._oracle(oracle_factory)
         self.workers: list[StageWorker] = [
-            make_worker(self.setup, rank, comm, self.data.schedule.total_steps, own_copy=True, oracle=oracle)
+            make_worker(
+                self.setup,
+                rank,
+                comm,
+                self.data.schedule.total_steps,
+                own_copy=True,
+                oracle=oracle,
+                oracle_parts=parts,
+            )
             for rank, comm in enumerate(self.hub.comms())
         ]
         self.runner = InProcessRunner(self.workers, self.data.plan)
         self.session = RunSession(config, self.runner, self.setup, self.data)
         self.run_dir = self.session.run_dir
+
+    def _oracle(self, factory: Callable[[Setup], Oracle] | None) -> tuple[Oracle | None, frozenset[str]]:
+        """A test's oracle (it replaces the whole prediction), or the ablation of
+        ``layerpar.oracle`` (one serial pass per step, shared by the K workers)."""
+        if factory is not None:
+            return factory(self.setup), ORACLE_PARTS["both"]
+        ablation = self.config.layerpar.oracle
+        if ablation is None or self.config.train.mode == "serial":
+            return None, ORACLE_PARTS["both"]
+        stages = self.setup.partition.stages
+        return SharedOracle(stages, self.setup.objective.loss), ORACLE_PARTS[ablation]
 
     @property
     def model(self) -> nn.Module:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from layerpar.config import RunConfig, load_config
-from layerpar.errors import LaunchError, LayerparError, WorkerError
+from layerpar.errors import ConfigError, LaunchError, LayerparError, WorkerError
 from layerpar.parallel.comm import TorchDistComm, close_process_group, init_process_group
 from layerpar.parallel.layout import Layout
 from layerpar.parallel.objective import objective_from
@@ -46,6 +46,16 @@ def read_env() -> tuple[int, int, int]:
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
 
 
+def check_one_process_only(config: RunConfig) -> None:
+    """Refuse what only the in-process trainer can run, before any process group forms."""
+    if config.layerpar.oracle is not None and config.train.mode != "serial":
+        raise ConfigError(
+            f"layerpar.oracle={config.layerpar.oracle} is an ablation of the in-process trainer: its "
+            "serial pass needs every module's weights in one process.  Run `layerpar train` without "
+            "--cluster (the in-process trainer), or set layerpar.oracle=null"
+        )
+
+
 def backend_for(config: RunConfig, device: torch.device) -> str:
     if config.parallel.backend != "auto":
         return config.parallel.backend
@@ -55,6 +65,7 @@ def backend_for(config: RunConfig, device: torch.device) -> str:
 def run_worker(config: RunConfig, resume: bool | str = False) -> dict[str, Any] | None:
     """Train this rank's module; rank 0 returns the run summary, other ranks None.  ``resume``
     "auto": continue from the newest complete checkpoint set if there is one (a restart)."""
+    check_one_process_only(config)
     rank, world_size, local_rank = read_env()
     Layout(config.parallel.stages, config.parallel.replicas).check_world_size(world_size)
     torch.set_num_threads(config.parallel.threads_per_worker)

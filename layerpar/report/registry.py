@@ -23,7 +23,7 @@ from layerpar.report.costmodel import (
     value_forward_ms,
     value_model_error,
 )
-from layerpar.report.diagnosis import diagnosis_table
+from layerpar.report.diagnosis import ablation_table, diagnosis_table
 from layerpar.report.diffusion import diffusion_table
 from layerpar.report.parity import gap_range, parity_auxnet, parity_pipelined, parity_runs
 from layerpar.report.reliability import reliability_table
@@ -53,6 +53,7 @@ BLOCKS: dict[str, Callable[[Results, Sequence[str]], Table]] = {
     "demo": demo_table,
     "reliability": reliability_table,
     "diagnosis": diagnosis_table,
+    "ablation": ablation_table,
     "diffusion": diffusion_table,
 }
 VALUES: dict[str, Callable[[Results, Sequence[str]], str]] = {

@@ -165,3 +165,30 @@ def test_an_inline_value_at_the_start_of_a_line_is_refused(tmp_path, check):
 )
 def test_default_micro_batches_is_the_smallest_power_of_two_at_least_2_k_minus_1(stages, micro):
     assert report.default_micro_batches(stages) == micro
+
+
+def _ablation_run(folder: Path, name: str, oracle: str | None, stages: int, seed: int, acc: float) -> None:
+    epoch = {"epoch": 1.0, "test_acc": acc, **{f"update_cosine/{k}": 0.5 for k in range(stages)}}
+    epoch |= {f"aux_state_error/{k}": 0.2 for k in range(stages - 1)}
+    record = {"seed": seed, "stages": stages, "final_test_acc": acc, "epochs_log": [epoch],
+              "config": {"layerpar": {"oracle": oracle}}, "command": "python scripts/parity_sweep.py"}
+    (folder / f"{name}.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+def test_the_ablation_table_gives_each_oracle_its_gap_to_the_serial_twin_of_its_seed(tmp_path):
+    from layerpar.report.diagnosis import ablation_table
+    from layerpar.report.results import ReportError, Results
+
+    for seed, serial in ((0, 0.80), (1, 0.90)):
+        _ablation_run(tmp_path, f"serial-s{seed}", None, 1, seed, serial)
+        _ablation_run(tmp_path, f"run-al-K2-s{seed}", None, 2, seed, serial - 0.5)
+        _ablation_run(tmp_path, f"run-both-K2-s{seed}", "both", 2, seed, serial)
+    table = ablation_table(Results(tmp_path), ["run-*.json", "serial-*.json"])
+    assert [row[:5] for row in table.rows] == [
+        ("AuxNet states and multipliers (al)", "2", "0, 1", "35.00 ± 7.07", "−50.0"),
+        ("(c) true states and multipliers", "2", "0, 1", "85.00 ± 7.07", "0.0"),
+    ]
+    assert table.rows[0][5:] == ("+0.50 / +0.50", "0.20")
+    _ablation_run(tmp_path, "run-states-K2-s2", "states", 2, 2, 0.5)
+    with pytest.raises(ReportError, match="no serial twin for seed"):
+        ablation_table(Results(tmp_path), ["run-*.json", "serial-*.json"])

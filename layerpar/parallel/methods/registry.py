@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from layerpar.auxnet.ablation import ORACLE_PARTS
 from layerpar.config import RunConfig
 from layerpar.errors import ConfigError
 from layerpar.parallel.methods.al import AugmentedLagrangian
@@ -67,9 +68,29 @@ def check_config(config: RunConfig) -> RunConfig:
             f"layerpar.method={method.name} cannot interleave serial steps: set layerpar.serial_every=0 "
             f"(got {lp.serial_every})"
         )
+    if lp.oracle is not None:
+        _check_oracle(lp.oracle, method)
     # The method checks the resolved values (its own defaults filled in).
     resolved = dataclasses.replace(
         lp, warmup_epochs=warmup_epochs(config), serial_final_epochs=serial_final_epochs(config)
     )
     method.check_config(dataclasses.replace(config, layerpar=resolved))
     return config
+
+
+def _check_oracle(oracle: str, method: type[Method]) -> None:
+    """``layerpar.oracle`` names a part, and the method has that part to replace."""
+    if oracle not in ORACLE_PARTS:
+        raise ConfigError(
+            f"layerpar.oracle={oracle!r} is not an ablation; valid: {', '.join(ORACLE_PARTS)} or null"
+        )
+    if not method.needs_aux:
+        raise ConfigError(
+            f"layerpar.oracle={oracle} replaces an AuxNet's prediction, and layerpar.method={method.name} "
+            "uses none: pick an AuxNet method (al, penalty, delayed) or set layerpar.oracle=null"
+        )
+    if "multipliers" in ORACLE_PARTS[oracle] and not method.aux_multipliers:
+        raise ConfigError(
+            f"layerpar.oracle={oracle} replaces the multipliers, and layerpar.method={method.name} takes "
+            "none from the AuxNet: use layerpar.method=al, or layerpar.oracle=states"
+        )
