@@ -25,6 +25,7 @@ from torch import nn
 from layerpar.bench.breakdown import breakdown_per_step
 from layerpar.bench.common import (
     Breakdown,
+    Stash,
     StepTimes,
     arm_dtype,
     batch_plan,
@@ -81,9 +82,12 @@ def arm_serial_threads(config: RunConfig, warmup: int, steps: int, **kw: Any) ->
     return arm_serial(config, warmup, steps, **kw)
 
 
-def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[list[float], int, Breakdown]:
-    """Layer-parallel training (the config's method): this rank's step times, bytes per step
-    and where its timed steps went (``breakdown.breakdown_per_step``)."""
+def arm_layerpar(
+    config: RunConfig, warmup: int, steps: int, **_: Any
+) -> tuple[list[float], int, Breakdown, Stash]:
+    """Layer-parallel training (the config's method): this rank's step times, bytes per step,
+    where its timed steps went (``breakdown.breakdown_per_step``) and the largest stash it held
+    (``parallel/stash_meter.py``; zeros for a method without one)."""
     from layerpar.parallel.methods import micro_batches
 
     # The pipelined method feeds each step's batch in micro-batches, one loop step each.
@@ -91,7 +95,7 @@ def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[
     drain = (warmup + steps) * micro  # one more, untimed loop step ends the run (stale methods)
     runner = layerpar_runner(config, drain + 1)
     program = runner.program(serial=False)
-    clock = runner.worker.clock
+    clock, meter = runner.worker.clock, runner.worker.stash_meter
 
     def tick(t: int) -> None:
         with clock("batch"):
@@ -102,13 +106,14 @@ def arm_layerpar(config: RunConfig, warmup: int, steps: int, **_: Any) -> tuple[
     def step(i: int) -> None:
         if i == warmup:
             clock.start()  # the timed steps only
+            meter.start()
         for t in range(i * micro, (i + 1) * micro):
             tick(t)
 
     times, sent = time_steps(step, warmup, steps)
-    seconds = clock.stop()
+    seconds, stash = clock.stop(), meter.stop()
     tick(drain)
-    return times, sent, breakdown_per_step(seconds, times)
+    return times, sent, breakdown_per_step(seconds, times), stash.to_dict()
 
 
 def layerpar_runner(config: RunConfig, total_steps: int) -> Any:

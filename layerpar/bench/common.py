@@ -26,9 +26,11 @@ Timed = tuple[list[float], int]
 """Per-step wall seconds and the bytes this rank sent per step."""
 Breakdown = dict[str, float]
 """Milliseconds per step in each part of a step (``breakdown.breakdown_per_step``)."""
-StepTimes = Timed | tuple[list[float], int, Breakdown]
+Stash = dict[str, int]
+"""The largest stash a rank held (``parallel/stash_meter.StashSize.to_dict``)."""
+StepTimes = Timed | tuple[list[float], int, Breakdown, Stash]
 """What an arm returns on each rank: its per-step wall seconds and the bytes it sent per step
-(the ``layerpar`` arm: and where its steps went)."""
+(the ``layerpar`` arm: and where its steps went, and its largest stash)."""
 
 # --------------------------------------------------------------------------------------------
 # Bytes sent, counted in this process

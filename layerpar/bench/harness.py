@@ -56,10 +56,11 @@ def _worker(
         init_process_group("gloo", timeout_s=1800.0)  # torch's default timeout; store on loopback
         try:
             count_bytes()
-            times, sent, *breakdown = run(config, warmup, steps, microbatches=microbatches)
+            times, sent, *extra = run(config, warmup, steps, microbatches=microbatches)
+            breakdown, stash = (extra + [None, None])[:2]  # the layerpar arm's, others return none
             gathered: list[Any] = [None] * world
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            dist.all_gather_object(gathered, (times, sent, peak, breakdown[0] if breakdown else None))
+            dist.all_gather_object(gathered, (times, sent, peak, breakdown, stash))
         finally:
             dist.barrier()
             dist.destroy_process_group()
@@ -104,6 +105,7 @@ def run_arm(
         "peak_mem_mb": max(p[2] for p in payload) / 1024,
         "peak_mem_mb_per_rank": [p[2] / 1024 for p in payload],  # ru_maxrss is in KiB on Linux
         "breakdown_ms_per_rank": None if payload[0][3] is None else [p[3] for p in payload],
+        "stash_per_rank": None if payload[0][4] is None else [p[4] for p in payload],
     }
 
 
@@ -180,6 +182,14 @@ def mark_best_microbatches(summary: list[dict[str, Any]]) -> None:
         row["best_m"] = row["step_time_s_median"] == min(r["step_time_s_median"] for r in rivals)
 
 
+def largest_stash(repeats: list[list[dict[str, int]] | None]) -> list[dict[str, int]] | None:
+    """Per rank, the repeat whose stash was largest (None for arms that measure none)."""
+    if not repeats or any(r is None for r in repeats):
+        return None
+    per_rank = zip(*[r for r in repeats if r is not None], strict=True)
+    return [max(sizes, key=lambda size: size["total_bytes"]) for sizes in per_rank]
+
+
 def _summarise(
     arm: str,
     devices: int,
@@ -205,6 +215,7 @@ def _summarise(
         "bytes_per_step": statistics.median(r["bytes_per_step"] for r in runs),
         "microbatches": micro,
         "breakdown_ms_per_step": mean_breakdown([r["breakdown_ms_per_rank"] for r in runs]),
+        "stash_bytes_per_rank": largest_stash([r["stash_per_rank"] for r in runs]),
         "steps": bench.steps,
         "warmup_steps": bench.warmup_steps,
         "config": config.to_dict(),

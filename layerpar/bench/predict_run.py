@@ -29,6 +29,7 @@ from layerpar.bench.predict_report import print_tables, write_predictions
 from layerpar.bench.profile import Profile
 from layerpar.bench.profile_measure import measure_profile
 from layerpar.bench.registry import SERIAL
+from layerpar.bench.stash_model import stash_validation
 from layerpar.bench.validate import load_summary, validate
 from layerpar.config import RunConfig
 from layerpar.errors import ConfigError
@@ -127,6 +128,7 @@ def run_predict(
         "measured_command": command,
         "measured_summary": str(measured_summary) if measured_summary else None,
         "contention": profile.contention,
+        "stash_validation": stash_validation(profile, measured) if measured else [],
     }
     paths = write_predictions(Path(out_dir), profile, rows, validation, link, extra)
     print_tables(console, Table, profile, rows, validation, link)

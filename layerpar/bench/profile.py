@@ -56,6 +56,17 @@ class AuxTimes:
 
 
 @dataclass(frozen=True)
+class StageSaved:
+    """What autograd saves for the backward of each stage of the K-stage cut at ``bounds``, at the
+    profile's batch size (linear in the batch; each stage's weights apart): the activation side
+    of the pipelined method's stash (``parallel/stash_meter.py``)."""
+
+    stages: int
+    bounds: tuple[int, ...]
+    saved_bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Profile:
     """Measured costs of one model, data shape and batch on one device (see module docstring)."""
 
@@ -94,6 +105,8 @@ class Profile:
     """The config's layerpar.method: the cost model predicts the layerpar arm for it."""
     accumulate: int | None = None
     """The config's layerpar.accumulate (pipelined method: micro-batches per step; None: auto)."""
+    stage_saved: tuple[StageSaved, ...] = ()
+    """Per profiled K (profiles older than the stash meter have none)."""
 
     # ---------------------------------------------------------------- derived quantities
 
@@ -131,6 +144,13 @@ class Profile:
             return [max(0.0, x + w * (y - x)) for x, y in zip(a, b)]
 
         return mix(lo.forward_s, hi.forward_s), mix(lo.backward_s, hi.backward_s)
+
+    def saved_bytes_at(self, stages: int, batch: float) -> tuple[tuple[int, ...], list[float]] | None:
+        """(bounds, bytes autograd saves per stage at ``batch``) of the K-stage cut, if profiled."""
+        for row in self.stage_saved:
+            if row.stages == stages:
+                return row.bounds, [b * batch / self.batch_size for b in row.saved_bytes]
+        return None
 
     def activation_bytes_at(self, batch: float) -> list[float]:
         return [a * batch / self.batch_size for a in self.activation_bytes]
@@ -178,6 +198,10 @@ class Profile:
                 a["param_bytes"],
             )
             for a in data["aux"]
+        )
+        data["stage_saved"] = tuple(
+            StageSaved(d["stages"], tuple(d["bounds"]), tuple(d["saved_bytes"]))
+            for d in data.get("stage_saved", ())
         )
         for key in ("input_shape", "block_names", "param_bytes", "param_counts", "activation_bytes"):
             data[key] = tuple(data[key])

@@ -10,7 +10,7 @@ BatchNorm buffers and parameters are restored afterwards.  The timing helpers ar
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from layerpar.bench.common import describe_device, synchronizer
-from layerpar.bench.profile import AuxTimes, BlockTimes, Profile, partition_bounds
+from layerpar.bench.profile import AuxTimes, BlockTimes, Profile, StageSaved, partition_bounds
 from layerpar.bench.profile_contention import measure_contention
 from layerpar.bench.profile_timing import (
     Timed,
@@ -30,6 +30,7 @@ from layerpar.bench.profile_timing import (
     step_s_per_byte,
 )
 from layerpar.config import RunConfig
+from layerpar.parallel.stash_meter import SavedBytes
 
 
 def default_batch_sizes(
@@ -49,6 +50,19 @@ def default_batch_sizes(
                 if shard // m >= 1:
                     sizes.add(max(2, round(shard / m)))
     return sorted(s for s in sizes if s >= 2 or s == batch)
+
+
+def stage_saved_bytes(parts: Sequence[nn.Module], x: torch.Tensor) -> tuple[int, ...]:
+    """Bytes autograd saves in each part's forward, chained as the pipeline runs them (a part
+    after the first gets a leaf input that requires grad; each part's weights apart)."""
+    saved = []
+    u = x
+    for part in parts:
+        with SavedBytes(exclude=part.parameters()).count() as counter:
+            out = part(u)
+        saved.append(counter.bytes)
+        u = out.detach().requires_grad_(True)
+    return tuple(saved)
 
 
 def measure_profile(
@@ -137,11 +151,13 @@ def measure_profile(
         def make_adam(params: list[nn.Parameter]) -> torch.optim.Optimizer:
             return torch.optim.Adam(params, lr=config.aux.lr)
 
-        aux_rows, adam = [], None
+        aux_rows, saved_rows, adam = [], [], None
         for k in ks:
             bounds = partition_bounds(profile, k)
             assert bounds is not None
             parts = [model.slice(a, b) for a, b in pairwise(bounds)]
+            x = torch.randn(batch, *input_shape, device=device, dtype=dtype)
+            saved_rows.append(StageSaved(k, tuple(bounds), stage_saved_bytes(parts, x)))
             shapes = boundary_shapes(parts, torch.zeros(2, *input_shape, device=device, dtype=dtype))
             # As parallel/setup.build_setup builds it.  (Label FiLM of the multiplier heads, if
             # configured, counts in the parameter bytes; its tiny elementwise cost is not timed.)
@@ -170,7 +186,9 @@ def measure_profile(
         if adam is None:
             adam = step_s_per_byte(model, make_adam, repeats, sync)
         model.load_state_dict(saved)
-        profile = dataclasses.replace(profile, aux=tuple(aux_rows), adam_s_per_byte=adam)
+        profile = dataclasses.replace(
+            profile, aux=tuple(aux_rows), adam_s_per_byte=adam, stage_saved=tuple(saved_rows)
+        )
     finally:
         torch.set_num_threads(threads)
         torch.set_rng_state(rng_state)

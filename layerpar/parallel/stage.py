@@ -40,6 +40,7 @@ from layerpar.parallel.objective import Objective
 from layerpar.parallel.optim import make_optimizer
 from layerpar.parallel.replicated import ReplicatedSync, replicated_parameters
 from layerpar.parallel.stash import PendingForward, VersionCopies, forward_on_copies, replay_forward
+from layerpar.parallel.stash_meter import StashMeter
 from layerpar.parallel.step_checks import DIAGNOSTIC_KEYS, nonfinite
 
 
@@ -108,6 +109,8 @@ class StageWorker:
         """The stashed forwards' weight copies, one per weight version (``stash.py``)."""
         self.clock = PhaseClock()
         """Where this worker's step time goes (off unless ``layerpar bench`` turns it on)."""
+        self.stash_meter = StashMeter()
+        """The largest stash this worker held (off unless ``layerpar bench`` turns it on)."""
 
     # ---------------------------------------------------------------------------- topology
 
@@ -204,9 +207,12 @@ class StageWorker:
         with self.clock("stash"):
             weights = self._copies.get(self.module, shift)
             buffers = {name: b.clone() for name, b in self.module.named_buffers()}
-        with self.clock("forward"), self.autocast():
+        stashed = list(weights.values())
+        with self.clock("forward"), self.autocast(), self.stash_meter.forward(stashed) as saved:
             cond = cond if cond is not None else self.state.cond
-            return forward_on_copies(self.module, weights, buffers, u, cond), list(weights.values())
+            h = forward_on_copies(self.module, weights, buffers, u, cond)
+        self.stash_meter.observe(self.method.pending(), h, stashed, saved)
+        return h, stashed
 
     def replay_forward(self, saved: dict[str, Any]) -> PendingForward:
         """A checkpointed micro-batch's forward rebuilt (``stash.replay_forward``)."""

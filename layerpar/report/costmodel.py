@@ -153,3 +153,47 @@ def value_forward_ms(results: Results, args: Sequence[str]) -> str:
         f"{min(timings.values()):.1f}–{max(timings.values()):.1f} ms at every batch size from "
         f"{min(timings)} to {max(timings)}"
     )
+
+
+def stash_table(results: Results, args: Sequence[str]) -> Table:
+    """``stash FOLDER``: the pipelined method's largest stash per module, predicted by the cost
+    model (``bench/stash_model.py``) beside what the bench measured (``parallel/stash_meter.py``)."""
+    folder = one_arg("stash", args)
+    predictions = results.load(f"{folder}/predict/predictions.json")
+    rows_in = predictions.get("stash_validation") or []
+    if not rows_in:
+        raise ReportError(f"results/{folder}/predict/predictions.json has no stash validation rows")
+    header = (
+        "K",
+        "module",
+        "micro-batches in flight",
+        "weight versions",
+        "weights (MB)",
+        "activations (MB)",
+        "total (MB)",
+        "error",
+    )
+    rows = [_stash_row(r) for r in rows_in]
+    notes = ("Each cell: predicted / measured, at the module's fullest (just after a forward).",)
+    return Table(
+        header, rows, (f"{folder}/predict/predictions.json",), recorded_commands([predictions]), notes
+    )
+
+
+def _stash_row(r: Record) -> tuple[str, ...]:
+    p, m = r["predicted"], r["measured"]
+
+    def pair(name: str, scale: float = 1.0, digits: int = 0) -> str:
+        return f"{float(p[name]) / scale:.{digits}f} / {float(m[name]) / scale:.{digits}f}"
+
+    error = r.get("total_error")
+    return (
+        str(r["stages"]),
+        str(r["stage"]),
+        pair("micro_batches"),
+        pair("weight_versions"),
+        pair("weight_bytes", 1e6, 2),
+        pair("activation_bytes", 1e6, 2),
+        pair("total_bytes", 1e6, 2),
+        "–" if error is None else f"{signed(100 * float(error), 0)} %",
+    )

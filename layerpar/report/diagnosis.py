@@ -59,12 +59,13 @@ ABLATION_ROWS = {
 
 
 def ablation_table(results: Results, args: Sequence[str]) -> Table:
-    """``ablation RUNS_GLOB SERIAL_GLOB``: per oracle ablation and K, the final accuracy over
+    """``ablation SERIAL_GLOB RUNS_GLOB...``: per oracle ablation and K, the final accuracy over
     seeds, its gap to serial backprop of the same seeds, and the last evaluation's cosines."""
-    if len(args) != 2:
-        raise ReportError("ablation takes a glob of the runs and a glob of their serial twins")
-    runs = [results.load(p) for p in results.glob(args[0])]
-    serial_paths = results.glob(args[1])
+    if len(args) < 2:
+        raise ReportError("ablation takes a glob of the serial twins, then one or more globs of the runs")
+    run_paths = [path for pattern in args[1:] for path in results.glob(pattern)]
+    runs = [results.load(p) for p in run_paths]
+    serial_paths = results.glob(args[0])
     serial = {int(r["seed"]): float(r["final_test_acc"]) for r in map(results.load, serial_paths)}
     groups: dict[tuple[str | None, int], list[Record]] = {}
     for r in runs:
@@ -84,7 +85,7 @@ def ablation_table(results: Results, args: Sequence[str]) -> Table:
         seeds = sorted(int(r["seed"]) for r in group)
         missing = [s for s in seeds if s not in serial]
         if missing:
-            raise ReportError(f"ablation: no serial twin for seed(s) {missing} in results/{args[1]}")
+            raise ReportError(f"ablation: no serial twin for seed(s) {missing} in results/{args[0]}")
         accs = [float(r["final_test_acc"]) for r in group]
         gaps = [100 * (float(r["final_test_acc"]) - serial[int(r["seed"])]) for r in group]
         last = [r["epochs_log"][-1] for r in group]
@@ -104,7 +105,7 @@ def ablation_table(results: Results, args: Sequence[str]) -> Table:
         "at the last evaluation; state error ||a_k − h_k||/||h_k|| is the AuxNet's own prediction "
         "even where the modules received the truth.",
     )
-    return Table(header, rows, (*results.glob(args[0]), *serial_paths), recorded_commands(runs), notes)
+    return Table(header, rows, (*run_paths, *serial_paths), recorded_commands(runs), notes)
 
 
 def _mean_cells(epochs: Sequence[Record], prefix: str, count: int, with_sign: bool = True) -> str:

@@ -19,6 +19,7 @@ from layerpar.report.bench import (
 from layerpar.report.costmodel import (
     costmodel_table,
     one_device_table,
+    stash_table,
     value_costmodel_range,
     value_forward_ms,
     value_model_error,
@@ -48,6 +49,7 @@ BLOCKS: dict[str, Callable[[Results, Sequence[str]], Table]] = {
     "bench": bench_table,
     "bench-one-device": one_device_table,
     "costmodel": costmodel_table,
+    "stash": stash_table,
     "bench-seeds": bench_seeds_table,
     "breakdown": breakdown_table,
     "demo": demo_table,

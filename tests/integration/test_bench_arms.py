@@ -151,3 +151,9 @@ def test_pipelined_layerpar_arm_sends_an_activation_each_way_per_sample() -> Non
         parts = sum(rank[row] for row in ROWS if row != STEP)
         assert math.isclose(parts, rank[STEP], rel_tol=1e-9)
         assert rank[OTHER] >= 0 and math.isclose(rank[STEP], 1000 * sum(result["step_times"]) / 2, rel_tol=0.5)
+    # The stash (parallel/stash_meter.py): rank 0 holds D_0 + 1 = 3 micro-batches on 2 weight
+    # versions at its fullest (M = 2); the last module stashes nothing.
+    first, last = result["stash_per_rank"]
+    assert (first["micro_batches"], first["weight_versions"]) == (3, 2)
+    assert first["weight_bytes"] > 0 and first["activation_bytes"] > 0
+    assert last["total_bytes"] == 0

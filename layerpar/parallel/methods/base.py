@@ -13,6 +13,7 @@ worker alone in its own process.  Both execute the same code.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -21,6 +22,7 @@ import torch
 from layerpar.auxnet import AuxOutput
 from layerpar.config import OptimConfig, RunConfig
 from layerpar.parallel.context import StageContext
+from layerpar.parallel.stash import PendingForward
 from layerpar.parallel.step_state import AuxTargets, StepState
 
 __all__ = [
@@ -120,6 +122,10 @@ class Method(ABC):
     def in_flight(self) -> int:
         """Micro-batches this worker still holds (0 after a run ends)."""
         return 0
+
+    def pending(self) -> Sequence[PendingForward]:
+        """The stashed forwards waiting for their adjoint (a stale method's; none by default)."""
+        return ()
 
     def state_dict(self) -> dict[str, Any]:
         return {}

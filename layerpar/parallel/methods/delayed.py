@@ -79,6 +79,9 @@ class Delayed(Method):
             return []
         return [("backward", self._adjoint)]
 
+    def pending(self) -> deque[PendingForward]:
+        return self._pending
+
     def in_flight(self) -> int:
         return len(self._pending)
 

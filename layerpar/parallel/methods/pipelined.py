@@ -133,6 +133,9 @@ class Pipelined(Method):
         self._conds.clear()
         self._forward_out = self._adjoint = None
 
+    def pending(self) -> deque[PendingForward]:
+        return self._pending
+
     def in_flight(self) -> int:
         return len(self._pending) + len(self._labels)
 

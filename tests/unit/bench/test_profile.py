@@ -109,3 +109,15 @@ def test_aux_parameters_follow_the_runtime_options(config):
     prof = measure_profile(al, repeats=1, stages=[2], batch_sizes=[8])
     (aux,) = prof.aux
     assert aux.param_bytes == 4 * sum(p.numel() for p in build_setup(al).aux.parameters())
+
+
+def test_the_profile_records_what_each_stage_saves_for_its_backward_per_cut(profile):
+    """The activation side of the pipelined method's stash (bench/stash_model.py), per K."""
+    assert [row.stages for row in profile.stage_saved] == [2, 3, 11]  # K = 12 cannot be cut
+    for row in profile.stage_saved:
+        assert row.bounds == partition_bounds(profile, row.stages)
+        assert len(row.saved_bytes) == row.stages and all(b > 0 for b in row.saved_bytes)
+    two = profile.stage_saved[0]
+    assert profile.saved_bytes_at(2, 16) == (two.bounds, [b / 4 for b in two.saved_bytes])
+    assert Profile.from_dict(profile.to_dict()).stage_saved == profile.stage_saved
+    assert profile.saved_bytes_at(5, 16) is None
