@@ -39,12 +39,13 @@ from layerpar.parallel.methods.serial import Serial
 from layerpar.parallel.objective import Objective
 from layerpar.parallel.optim import make_optimizer
 from layerpar.parallel.replicated import ReplicatedSync, replicated_parameters
+from layerpar.parallel.stage_links import StageLinks
 from layerpar.parallel.stash import PendingForward, VersionCopies, forward_on_copies, replay_forward
 from layerpar.parallel.stash_meter import StashMeter
 from layerpar.parallel.step_checks import DIAGNOSTIC_KEYS, nonfinite
 
 
-class StageWorker:
+class StageWorker(StageLinks):
     """Module ``stage`` of ``layout.stages``, replica ``replica``, talking through ``comm``."""
 
     def __init__(
@@ -111,31 +112,6 @@ class StageWorker:
         """Where this worker's step time goes (off unless ``layerpar bench`` turns it on)."""
         self.stash_meter = StashMeter()
         """The largest stash this worker held (off unless ``layerpar bench`` turns it on)."""
-
-    # ---------------------------------------------------------------------------- topology
-
-    @property
-    def stages(self) -> int:
-        return self.layout.stages
-
-    @property
-    def is_first(self) -> bool:
-        return self.stage == 0
-
-    @property
-    def is_last(self) -> bool:
-        return self.stage == self.layout.stages - 1
-
-    @property
-    def prev_rank(self) -> int:
-        return self.layout.rank(self.stage - 1, self.replica)
-
-    @property
-    def next_rank(self) -> int:
-        return self.layout.rank(self.stage + 1, self.replica)
-
-    def boundary_shape(self, boundary: int, batch: int) -> tuple[int, ...]:
-        return (batch, *self.boundary_shapes[boundary])
 
     # ---------------------------------------------------------------------------- programs
 
@@ -226,39 +202,6 @@ class StageWorker:
             loss = self.objective.loss(output, target)
             self.state.metrics.update(self.objective.step_metrics(output, target, loss))
         return loss
-
-    # ---------------------------------------------------------------------------- messages
-
-    def send_forward(self, h: torch.Tensor) -> None:
-        with self.clock("send"):
-            self.state.sends.append(self._isend(h, self.next_rank))
-
-    def send_backward(self, grad: torch.Tensor) -> None:
-        with self.clock("send"):
-            self.state.sends.append(self._isend(grad, self.prev_rank))
-
-    def _isend(self, tensor: torch.Tensor, dst: int) -> Handle:
-        return self.comm.isend(tensor.detach().to(self.wire_dtype), dst)
-
-    def resend(self) -> None:
-        """After a resume: send again what the last step before the checkpoint sent (its
-        receivers read it in their next step, which is this run's first)."""
-        for direction, tensor in self.method.outgoing():
-            self._inflight.append(
-                self._isend(tensor, self.next_rank if direction == "forward" else self.prev_rank)
-            )
-
-    def recv_forward(self, batch: int) -> torch.Tensor:
-        """Module k−1's output for this step: a leaf that requires grad, in the master dtype."""
-        shape = self.boundary_shape(self.stage - 1, batch)
-        with self.clock("wait: receive"):
-            u = self.comm.recv(shape, self.prev_rank, self.wire_dtype, self.device)
-        return u.to(self.dtype).requires_grad_(True)
-
-    def recv_backward(self, shape: Sequence[int]) -> torch.Tensor:
-        """Module k+1's gradient with respect to this module's output."""
-        with self.clock("wait: receive"):
-            return self.comm.recv(shape, self.next_rank, self.wire_dtype, self.device).to(self.dtype)
 
     # ---------------------------------------------------------------------------- updates
 
