@@ -59,13 +59,16 @@ ABLATION_ROWS = {
 
 
 def ablation_table(results: Results, args: Sequence[str]) -> Table:
-    """``ablation SERIAL_GLOB RUNS_GLOB...``: per oracle ablation and K, the final accuracy over
-    seeds, its gap to serial backprop of the same seeds, and the last evaluation's cosines."""
+    """``ablation SERIAL_GLOB[,SERIAL_GLOB...] RUNS_GLOB...``: per oracle ablation and K, the final
+    accuracy over seeds, its gap to serial backprop of the same seeds, and the last evaluation's
+    cosines."""
     if len(args) < 2:
-        raise ReportError("ablation takes a glob of the serial twins, then one or more globs of the runs")
+        raise ReportError(
+            "ablation takes the globs of the serial twins (comma-separated), then the runs' globs"
+        )
     run_paths = [path for pattern in args[1:] for path in results.glob(pattern)]
     runs = [results.load(p) for p in run_paths]
-    serial_paths = results.glob(args[0])
+    serial_paths = [path for pattern in args[0].split(",") for path in results.glob(pattern)]
     serial = {int(r["seed"]): float(r["final_test_acc"]) for r in map(results.load, serial_paths)}
     groups: dict[tuple[str | None, int], list[Record]] = {}
     for r in runs:

@@ -180,10 +180,10 @@ def test_the_ablation_table_gives_each_oracle_its_gap_to_the_serial_twin_of_its_
     from layerpar.report.results import ReportError, Results
 
     for seed, serial in ((0, 0.80), (1, 0.90)):
-        _ablation_run(tmp_path, f"serial-s{seed}", None, 1, seed, serial)
+        _ablation_run(tmp_path, f"serial{seed}-s{seed}", None, 1, seed, serial)
         _ablation_run(tmp_path, f"run-al-K2-s{seed}", None, 2, seed, serial - 0.5)
         _ablation_run(tmp_path, f"run-both-K2-s{seed}", "both", 2, seed, serial)
-    table = ablation_table(Results(tmp_path), ["serial-*.json", "run-al-*.json", "run-both-*.json"])
+    table = ablation_table(Results(tmp_path), ["serial0-*.json,serial1-*.json", "run-al-*.json", "run-both-*.json"])
     assert [row[:5] for row in table.rows] == [
         ("AuxNet states and multipliers (al)", "2", "0, 1", "35.00 ± 7.07", "−50.0"),
         ("(c) true states and multipliers", "2", "0, 1", "85.00 ± 7.07", "0.0"),
@@ -191,4 +191,4 @@ def test_the_ablation_table_gives_each_oracle_its_gap_to_the_serial_twin_of_its_
     assert table.rows[0][5:] == ("+0.50 / +0.50", "0.20")
     _ablation_run(tmp_path, "run-states-K2-s2", "states", 2, 2, 0.5)
     with pytest.raises(ReportError, match="no serial twin for seed"):
-        ablation_table(Results(tmp_path), ["serial-*.json", "run-*.json"])
+        ablation_table(Results(tmp_path), ["serial*.json", "run-*.json"])
