@@ -61,7 +61,6 @@ class SharedOracle:
         if self._truth is None or not self._same((x, y, cond, self._versions())):
             # The truth of every boundary (OracleAux ignores ``upto``): any worker may reuse it.
             self._truth = self.oracle(x, y, None, cond)
-            # After the pass: restoring the modules' state (load_state_dict) bumps the versions.
             self._key = (x, y, cond, self._versions())
         return self._truth
 

@@ -42,6 +42,15 @@ def test_oracle_both_from_the_config_is_serial_backprop(tmp_path, stages):
     assert all(abs(scores[f"update_cosine/{k}"] - 1.0) < 1e-10 for k in range(stages))
 
 
+@pytest.mark.parametrize("part", ["multipliers", "states"])
+def test_a_partial_oracle_survives_the_serial_diagnostic_at_k4(tmp_path, part):
+    """The serial pass of the diagnostic asks the oracle between modules' forwards: it must not
+    touch the weights under their graphs (it restores only the buffers)."""
+    trainer = LayerParallelTrainer(digits_config(tmp_path, f"layerpar.oracle={part}", stages=4))
+    scores = diagnose(trainer.runner, trainer.data.schedule)
+    assert all(abs(scores[f"update_cosine/{k}"]) <= 1 + 1e-9 for k in range(4))
+
+
 def test_oracle_multipliers_gives_true_adjoints_at_the_auxnets_states(tmp_path):
     trainer = LayerParallelTrainer(digits_config(tmp_path, "layerpar.oracle=multipliers", stages=3))
     truth = _truth(trainer)
