@@ -8,6 +8,7 @@ a step later), so a module never blocks on its own sends inside a step.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -18,7 +19,7 @@ from layerpar.parallel.layout import Layout
 from layerpar.parallel.methods.base import Method, StepState
 
 
-class StageLinks:
+class StageLinks(ABC):
     """Topology and messages of a stage worker; ``StageWorker`` sets the attributes below."""
 
     layout: Layout
@@ -34,9 +35,9 @@ class StageLinks:
     _inflight: list[Handle]
 
     @property
+    @abstractmethod
     def state(self) -> StepState:
         """This step's state (``StageWorker.state``)."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------------------- topology
 
