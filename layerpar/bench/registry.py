@@ -187,6 +187,17 @@ def _predict_gpipe(
     return predict_pipeline(profile, stages, replicas, microbatches, link, contention, "gpipe")
 
 
+def _predict_multistage(schedule: str) -> PredictFn:
+    def hook(
+        profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
+    ) -> Prediction | None:
+        from layerpar.bench.costmodel import predict_multistage
+
+        return predict_multistage(profile, stages, replicas, microbatches, link, contention, schedule)
+
+    return hook
+
+
 def _predict_1f1b(
     profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
 ) -> Prediction | None:
@@ -246,12 +257,14 @@ _SPECS = (
         "interleaved 1F1B, torch.distributed.pipelining, 2 stages per rank, M micro-batches",
         _multistage("interleaved1f1b"),
         microbatches=True,
+        predict=_predict_multistage("interleaved1f1b"),
     ),
     ArmSpec(
         "interleavedzb",
         "interleaved zero-bubble, torch.distributed.pipelining, 2 stages per rank, M micro-batches",
         _multistage("interleavedzb"),
         microbatches=True,
+        predict=_predict_multistage("interleavedzb"),
         denoisers=False,
     ),
     ArmSpec(
@@ -259,6 +272,7 @@ _SPECS = (
         "ZBV zero-bubble (V-shaped), torch.distributed.pipelining, M micro-batches",
         _multistage("zbv"),
         microbatches=True,
+        predict=_predict_multistage("zbv"),
         denoisers=False,
     ),
     ArmSpec(
@@ -266,6 +280,7 @@ _SPECS = (
         "DualPipeV (V-shaped), torch.distributed.pipelining, M ≥ 2K micro-batches",
         _multistage("dualpipev"),
         microbatches=True,
+        predict=_predict_multistage("dualpipev"),
         denoisers=False,
         min_microbatches_per_device=2,
     ),

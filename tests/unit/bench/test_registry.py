@@ -41,7 +41,9 @@ def test_other_flags_name_the_arms_their_spec_fields_select():
     assert "(gpipe,1f1b,interleaved1f1b,interleavedzb,zbv,dualpipev,deepspeed)" in (_bench_action("microbatches").help or "")
     assert "serial,layerpar arms" in (_bench_action("train").help or "")
     assert f"({','.join(registry.predictable())})" in (_bench_action("predict").help or "")
-    assert registry.predictable() == ("serial", "layerpar", "ddp", "gpipe", "1f1b")
+    assert registry.predictable() == (
+        "serial", "layerpar", "ddp", "gpipe", "1f1b", "interleaved1f1b", "interleavedzb", "zbv", "dualpipev"
+    )
 
 
 def test_unknown_arm_is_refused_with_every_valid_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,7 +65,7 @@ def test_every_arm_runs_somewhere_and_predict_hooks_match_their_arm():
         stages = 1 if spec.devices == "one" else 2
         assert spec.device_counts([2, 4]) == ([1] if spec.devices == "one" else [2, 4])
         if spec.predict is not None:
-            p = predict(name, hand_profile(), stages, link=LINK, microbatches=2)
+            p = predict(name, hand_profile(), stages, link=LINK, microbatches=4)  # DualPipeV needs M ≥ 2K
             assert p is not None and p.arm == name and p.devices == stages
     assert registry.ARMS["serial-threads"].processes(4) == 1 and registry.ARMS["ddp"].processes(4) == 4
     with pytest.raises(ConfigError, match="no cost model"):
