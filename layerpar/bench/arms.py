@@ -1,5 +1,6 @@
 """The per-rank functions of the arms in ``registry.ARMS`` that need no extra library: serial
-backprop (``serial``, and ``serial-threads`` on K threads of one process, informational),
+backprop (``serial``; ``serial-threads`` on K threads of one process and ``contention``, K
+independent copies at once, both informational),
 layer-parallel (``layerpar``), DDP (``ddp``) and ``torch.distributed.pipelining`` (``gpipe``,
 ``1f1b``).  ``deepspeed`` and ``layerpar-minimal`` live in their own modules.
 
@@ -79,6 +80,14 @@ def arm_serial_threads(config: RunConfig, warmup: int, steps: int, **kw: Any) ->
             f"not in {dist.get_world_size()} processes"
         )
     torch.set_num_threads(config.parallel.stages)
+    return arm_serial(config, warmup, steps, **kw)
+
+
+def arm_serial_copies(config: RunConfig, warmup: int, steps: int, **kw: Any) -> StepTimes:
+    """Informational: the serial step in every one of the K processes at once, with no
+    communication.  Its step over serial's is how much K busy single-thread workers slow each
+    other on this machine now: the cost model's contention, measured interleaved with the arms
+    it corrects (``validate.run_clock``)."""
     return arm_serial(config, warmup, steps, **kw)
 
 

@@ -18,6 +18,8 @@ stage k at the per-device batch, from measured block times; opt = optimiser seco
 parameter bytes; every rank prepares the global batch, ``batch_s``):
 
 * serial:   batch + Σ_blocks (f + b) + opt(all parameters).
+* contention (a probe, not a method): serial's step in each of D processes at once, its
+  forward and backward times the contention factor.
 * layerpar: DESIGN.md §2, with the waits of the phase program in ``parallel/stage.py``.  Stage k
   at batch B/R finishes its local step at
   ``A_k = batch + c·(aux_fwd_k + f_k + b_k + local_k) + allreduce_R(stage k bytes) + opt_k``;
@@ -170,6 +172,24 @@ def predict_serial(profile: Profile) -> Prediction:
         0.0,
         (0, profile.num_blocks),
         (sum(forward) + sum(backward),),
+    )
+
+
+def predict_serial_copies(profile: Profile, devices: int, contention: float = 1.0) -> Prediction | None:
+    """``devices`` independent serial steps at once (the ``contention`` probe arm)."""
+    if devices < 2:
+        return None
+    serial = predict_serial(profile)
+    work = serial.stage_s[0]
+    compute = serial.compute_s + (contention - 1.0) * work
+    return replace(
+        serial,
+        arm="contention",
+        stages=devices,
+        devices=devices,
+        step_s=profile.batch_s + compute,
+        compute_s=compute,
+        stage_s=(contention * work,),
     )
 
 

@@ -313,7 +313,8 @@ def _plot(out: Path, summary: list[dict[str, Any]], serial: float | None) -> Non
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for arm in sorted({r["arm"] for r in summary} - {SERIAL}):
+    probes = {name for name, spec in registry.ARMS.items() if spec.measures_contention}
+    for arm in sorted({r["arm"] for r in summary} - {SERIAL} - probes):
         points = sorted(
             (r["devices"], serial / r["step_time_s_median"])
             for r in summary

@@ -30,7 +30,7 @@ from layerpar.bench.profile import Profile
 from layerpar.bench.profile_measure import measure_profile
 from layerpar.bench.registry import SERIAL
 from layerpar.bench.stash_model import stash_validation
-from layerpar.bench.validate import load_summary, validate
+from layerpar.bench.validate import load_summary, run_clock, validate
 from layerpar.config import RunConfig
 from layerpar.errors import ConfigError
 
@@ -122,12 +122,14 @@ def run_predict(
         contended = predict_table(profile, stages, replicas, arms, link, ms, contention=profile.contention)
         for row, other in zip(rows, contended):
             row["step_time_s_contended"] = other["step_time_s"]
+    clock = run_clock(rows, measured, profile, arms=arms, replicas=replicas, link=link, microbatches=ms)
     validation = validate(rows, measured) if measured else []
     extra = {
         "config": config.to_dict(),
         "measured_command": command,
         "measured_summary": str(measured_summary) if measured_summary else None,
         "contention": profile.contention,
+        "run_contention": {str(k): v for k, v in clock.items()},
         "stash_validation": stash_validation(profile, measured) if measured else [],
     }
     paths = write_predictions(Path(out_dir), profile, rows, validation, link, extra)

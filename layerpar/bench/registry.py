@@ -81,6 +81,9 @@ class ArmSpec:
     """The arm cuts the backbone into K stages (False: K data-parallel replicas of all of it)."""
     denoisers: bool = True
     """It runs a diffusion denoiser (``config.is_diffusion``: ``model(x_t, cond)``, MSE)."""
+    measures_contention: bool = False
+    """An informational probe, not a training method: K serial copies at once, whose step over
+    serial's is the machine's contention (``validate.run_clock``); kept out of speedup plots."""
     train_mode: Literal["serial", "layerpar"] | None = None
     """``--train`` trains it to the end with this ``train.mode`` (None: step time only; the
     exact-gradient arms reach serial's accuracy by construction)."""
@@ -108,6 +111,12 @@ def _run_serial_threads(config: RunConfig, warmup: int, steps: int, *, microbatc
     from layerpar.bench.arms import arm_serial_threads
 
     return arm_serial_threads(config, warmup, steps, microbatches=microbatches)
+
+
+def _run_contention(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
+    from layerpar.bench.arms import arm_serial_copies
+
+    return arm_serial_copies(config, warmup, steps, microbatches=microbatches)
 
 
 def _run_layerpar(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
@@ -161,6 +170,14 @@ def _predict_serial(
     from layerpar.bench.costmodel import predict_serial
 
     return predict_serial(profile) if stages == 1 and replicas == 1 else None
+
+
+def _predict_contention(
+    profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
+) -> Prediction | None:
+    from layerpar.bench.costmodel import predict_serial_copies
+
+    return predict_serial_copies(profile, stages * replicas, contention)
 
 
 def _predict_layerpar(
@@ -296,6 +313,15 @@ _SPECS = (
         "informational: serial backprop in one process on K threads",
         _run_serial_threads,
         one_process=True,
+    ),
+    ArmSpec(
+        "contention",
+        "informational: K copies of serial backprop at once, one process each, no communication "
+        "(its step over serial's is the contention --predict corrects for)",
+        _run_contention,
+        splits_model=False,
+        predict=_predict_contention,
+        measures_contention=True,
     ),
     ArmSpec(
         "layerpar-minimal",

@@ -1,6 +1,15 @@
 """Predictions against measurements: ``load_summary`` reads a ``layerpar bench`` summary.json,
 ``validate`` pairs its rows with the ``predict.predict_table`` rows and reports the relative
-errors (plain and, when measured, contended) and the speedups over serial.
+errors (plain, contended and at the run's clock) and the speedups over serial.
+
+The run's clock.  The profile is measured minutes after the arms, on a machine whose speed
+drifts (on the 2-core CI VM serial's step has moved by a third between the two), and the
+profile-time contention probe need not match the contention while the arms ran.  Two arms of
+the same bench run, timed interleaved with the others, measure both: ``serial`` (the clock) and
+``contention`` (K serial copies at once).  ``run_clock`` re-predicts every K-device arm with
+the run's contention, step_contention(K) / step_serial, and rescales it by step_serial measured /
+predicted.  Serial's own error is then zero by construction (it is the anchor, reported as
+such); every other arm's error at the run's clock is what the model's structure misses.
 """
 
 from __future__ import annotations
@@ -10,7 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from layerpar.bench.predict import sweeps_microbatches
+from layerpar.bench import registry
+from layerpar.bench.costmodel import Link
+from layerpar.bench.predict import predict_table, sweeps_microbatches
+from layerpar.bench.profile import Profile
 from layerpar.bench.registry import SERIAL
 from layerpar.errors import ConfigError
 
@@ -64,6 +76,13 @@ def validate(
             if contended is not None:
                 row["predicted_contended_s"] = contended
                 row["rel_error_contended"] = (contended - measured) / measured
+            clocked = p.get("step_time_s_run_clock")
+            probe = arm == SERIAL or (arm in registry.ARMS and registry.ARMS[arm].measures_contention)
+            if probe and clocked is not None:  # the run's clock is read off these two arms
+                row["run_clock_anchor"] = True
+            elif clocked is not None:
+                row["predicted_run_clock_s"] = clocked
+                row["rel_error_run_clock"] = (clocked - measured) / measured
         out.append(row)
     return out
 
@@ -74,3 +93,49 @@ def load_summary(path: Path) -> tuple[str | None, list[dict[str, Any]]]:
     if not isinstance(data, dict) or "results" not in data:
         raise ConfigError(f"{path} is not a layerpar bench summary.json (expected an object with 'results')")
     return data.get("command"), list(data["results"])
+
+
+def run_contention(measured_summary_rows: Sequence[dict[str, Any]]) -> dict[int, float]:
+    """Contention per device count, measured in the run: the ``contention`` arm's step over
+    serial's (empty without both)."""
+    serial = next((float(m["step_time_s_median"]) for m in measured_summary_rows if m["arm"] == SERIAL), None)
+    if serial is None:
+        return {}
+    return {
+        int(m["devices"]): float(m["step_time_s_median"]) / serial
+        for m in measured_summary_rows
+        if registry.ARMS.get(m["arm"]) is not None and registry.ARMS[m["arm"]].measures_contention
+    }
+
+
+def run_clock(
+    rows: list[dict[str, Any]],
+    measured_summary_rows: Sequence[dict[str, Any]],
+    profile: Profile,
+    *,
+    arms: Sequence[str],
+    replicas: Sequence[int],
+    link: Link,
+    microbatches: Sequence[int],
+) -> dict[int, float]:
+    """Add ``step_time_s_run_clock`` to the rows of every K whose contention the run measured
+    (module docstring); returns that contention per K."""
+    contention = run_contention(measured_summary_rows)
+    serial_measured = next(
+        (float(m["step_time_s_median"]) for m in measured_summary_rows if m["arm"] == SERIAL), None
+    )
+    serial_row = next((r for r in rows if r["arm"] == SERIAL and r.get("step_time_s")), None)
+    if not contention or serial_measured is None or serial_row is None:
+        return {}
+    scale = serial_measured / serial_row["step_time_s"]
+    serial_row["step_time_s_run_clock"] = serial_measured
+    for devices, factor in contention.items():
+        others = [a for a in arms if a != SERIAL]
+        again = predict_table(profile, [devices], replicas, others, link, microbatches, contention=factor)
+        for new in again:
+            if new.get("step_time_s") is None:
+                continue
+            for row in rows:
+                if all(row[k] == new[k] for k in ("arm", "stages", "replicas", "microbatches")):
+                    row["step_time_s_run_clock"] = scale * new["step_time_s"]
+    return contention

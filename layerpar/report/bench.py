@@ -39,6 +39,7 @@ ARMS = {
     "dualpipev": "DualPipeV",
     "deepspeed": "DeepSpeed pipeline",
     "serial-threads": "serial, K threads (informational)",
+    "contention": "K serial copies at once (informational: contention)",
 }
 """The arms as the tables name them (``layerpar`` is labelled by its method, see ``arm_label``)."""
 

@@ -80,6 +80,7 @@ def costmodel_table(results: Results, args: Sequence[str]) -> Table:
         "predicted (s)",
         "error",
         "error, contention-corrected",
+        "error, run's clock",
     )
     rows, records = [], []
     for path in paths:
@@ -94,6 +95,10 @@ def costmodel_table(results: Results, args: Sequence[str]) -> Table:
 
 def _costmodel_row(run: str, e: Record) -> tuple[str, ...]:
     contended = e.get("rel_error_contended")
+    clocked = e.get("rel_error_run_clock")
+    clock_cell = "anchor" if e.get("run_clock_anchor") else ""
+    if clocked is not None:
+        clock_cell = f"{signed(100 * float(clocked), 0)} %"
     return (
         run,
         e["arm"],
@@ -102,6 +107,7 @@ def _costmodel_row(run: str, e: Record) -> tuple[str, ...]:
         f"{float(e['predicted_s']):.3f}",
         f"{signed(100 * float(e['rel_error']), 0)} %",
         f"{signed(100 * float(contended), 0)} %" if contended is not None else "",
+        clock_cell,
     )
 
 

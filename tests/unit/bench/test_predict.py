@@ -9,7 +9,7 @@ import pytest
 from layerpar.bench.costmodel import LINKS, Link
 from layerpar.bench.predict import predict_table
 from layerpar.bench.predict_report import write_predictions
-from layerpar.bench.validate import load_summary, validate
+from layerpar.bench.validate import load_summary, run_clock, run_contention, validate
 from layerpar.errors import ConfigError
 from tests.unit.bench.fakes import hand_profile
 
@@ -66,6 +66,36 @@ def test_contended_prediction_is_validated_too():
     rows[0]["step_time_s_contended"] = 11.0
     (checked,) = validate(rows, [{"arm": "layerpar", "devices": 2, "step_time_s_median": 10.0}])
     assert checked["rel_error_contended"] == pytest.approx(0.1)
+
+
+def test_the_run_clock_comes_from_the_serial_and_contention_arms():
+    prof = hand_profile()  # serial predicted: 0.1 + 12 + 0.4 = 12.5 s
+    arms = ["serial", "contention", "ddp"]
+    rows = predict_table(prof, [1, 2], [1], arms, LINK, [2])
+    measured = [  # the machine ran at half the profile's speed, and two copies slow each other 1.2x
+        {"arm": "serial", "devices": 1, "step_time_s_median": 25.0, "microbatches": None},
+        {"arm": "contention", "devices": 2, "step_time_s_median": 30.0, "microbatches": None},
+        {"arm": "ddp", "devices": 2, "step_time_s_median": 26.0, "microbatches": None},
+    ]
+    assert run_contention(measured) == {2: pytest.approx(1.2)}
+    assert run_clock(rows, measured, prof, arms=arms, replicas=[1], link=LINK, microbatches=[2]) == {
+        2: pytest.approx(1.2)
+    }
+    serial, probe, ddp = validate(rows, measured)
+    assert serial["run_clock_anchor"] and probe["run_clock_anchor"]
+    assert "rel_error_run_clock" not in serial
+    # ddp at batch 4: 0.1 + 1.2·6 + 0.4 + all-reduce 5.1 = 12.8 s at the profile's clock; ×2 here
+    assert ddp["predicted_run_clock_s"] == pytest.approx(25.6)
+    assert ddp["rel_error_run_clock"] == pytest.approx(25.6 / 26.0 - 1)
+    assert ddp["rel_error"] == pytest.approx(11.6 / 26.0 - 1)  # the plain model: 0.1 + 6 + 0.4 + 5.1
+
+
+def test_no_run_clock_without_its_two_arms():
+    prof = hand_profile()
+    rows = predict_table(prof, [1, 2], [1], ["serial", "ddp"], LINK)
+    measured = [{"arm": "serial", "devices": 1, "step_time_s_median": 25.0, "microbatches": None}]
+    assert run_clock(rows, measured, prof, arms=["serial", "ddp"], replicas=[1], link=LINK, microbatches=[4]) == {}
+    assert all("step_time_s_run_clock" not in r for r in rows)
 
 
 def test_files_are_written(tmp_path):

@@ -42,7 +42,8 @@ def test_other_flags_name_the_arms_their_spec_fields_select():
     assert "serial,layerpar arms" in (_bench_action("train").help or "")
     assert f"({','.join(registry.predictable())})" in (_bench_action("predict").help or "")
     assert registry.predictable() == (
-        "serial", "layerpar", "ddp", "gpipe", "1f1b", "interleaved1f1b", "interleavedzb", "zbv", "dualpipev"
+        "serial", "layerpar", "ddp", "gpipe", "1f1b", "interleaved1f1b", "interleavedzb", "zbv", "dualpipev",
+        "contention",
     )
 
 
