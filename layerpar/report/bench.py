@@ -227,6 +227,9 @@ BENCH_VALUES: dict[str, Callable[[Record, Record], str]] = {
         float(pick(s, f"ddp@{r['devices']}")["step_time_s_median"]) / float(r["step_time_s_median"])
     ),
     "bytes": lambda s, r: megabytes(float(r["bytes_per_step"])),
+    # the contention arm: how much K busy processes slow each other, and the K-device ceiling
+    "contention": lambda s, r: f"{1 / step_ratio(s, r):.2f}",
+    "ceiling": lambda s, r: times(int(r["devices"]) * step_ratio(s, r)),
     "step-ms": lambda s, r: f"{1000 * float(r['step_time_s_median']):.1f}",
     "acc": lambda s, r: f"{float(r['final_test_acc']):.4f}",
     "acc-gap": lambda s, r: signed(

@@ -139,14 +139,21 @@ def error_range(errors: Sequence[float]) -> str:
 
 
 def value_costmodel_range(results: Results, args: Sequence[str]) -> str:
-    """``costmodel-range GLOB``: the scaling model's error range over every arm of the matching runs."""
-    paths = results.glob(f"{one_arg('costmodel-range', args)}/predict/predictions.json")
+    """``costmodel-range GLOB [run-clock]``: the scaling model's error range over every arm of the
+    matching runs; with ``run-clock``, its error at the run's clock (``bench/validate.py``) over
+    every arm that is not one of the clock's two anchors."""
+    if not 1 <= len(args) <= 2 or (len(args) == 2 and args[1] != "run-clock"):
+        raise ReportError(f"costmodel-range takes GLOB [run-clock], got {list(args)}")
+    key = "rel_error_run_clock" if len(args) == 2 else "rel_error"
+    paths = results.glob(f"{args[0]}/predict/predictions.json")
     errors = [
-        100 * float(e["rel_error"])
+        100 * float(e[key])
         for p in paths
         for e in results.load(p)["validation"]
-        if e.get("predicted_s") is not None
+        if e.get("predicted_s") is not None and e.get(key) is not None
     ]
+    if not errors:
+        raise ReportError(f"no {key} in {args[0]}/predict/predictions.json")
     return error_range(errors)
 
 

@@ -1,5 +1,5 @@
-"""The benchmark arms added beside serial/layerpar/ddp/pipelining: ``deepspeed``, ``serial-threads``
-and ``layerpar-minimal`` run through the harness; ``layerpar-minimal`` is the ``layerpar`` arm's
+"""The benchmark arms added beside serial/layerpar/ddp/pipelining: ``deepspeed``, ``serial-threads``,
+``contention`` and ``layerpar-minimal`` run through the harness; ``layerpar-minimal`` is the ``layerpar`` arm's
 math (one step of each gives the same parameters, float64, 2 gloo processes)."""
 
 from __future__ import annotations
@@ -39,6 +39,13 @@ def test_serial_threads_runs_in_one_process_on_k_threads() -> None:
     result = run_arm("serial-threads", 1, _tiny(parallel={"stages": 2}), 2, 2, 4)
     _check(result)
     assert result["bytes_per_step"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_contention_runs_a_serial_copy_in_each_of_k_processes_without_sending() -> None:
+    result = run_arm("contention", 2, _tiny(parallel={"stages": 2}), 2, 2, 4)
+    _check(result)
+    assert result["bytes_per_step"] == 0 and len(result["peak_mem_mb_per_rank"]) == 2
 
 
 @pytest.mark.timeout(120)
