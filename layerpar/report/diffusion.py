@@ -135,3 +135,26 @@ def diffusion_table(results: Results, args: Sequence[str]) -> Table:
     notes = (_note(first, images),)
     sources = tuple(sorted(f"{folder}/{r['arm']}-s{r['seed']}.json" for r in records))
     return Table(header, rows, sources, recorded_commands(records), notes)
+
+
+def diffusion_seeds_table(results: Results, args: Sequence[str]) -> Table:
+    """``diffusion-seeds FOLDER``: every image-study run against serial of the same seed, so that
+    a mean that meets the criteria does not hide a seed that misses them."""
+    folder = one_arg("diffusion-seeds", args)
+    arms = _by_arm(results, folder)
+    serial = {int(r["seed"]): r for r in arms["serial"]}
+    if "classifier_fd" not in arms["serial"][0]["metrics"]:
+        raise ReportError(f"diffusion-seeds compares image studies; results/{folder} is a 2-D study")
+    rows = [
+        (f"{row[0]}, seed {r['seed']}", *row[2:])
+        for arm, records in arms.items()
+        if arm != "serial"
+        for r in sorted(records, key=lambda r: int(r["seed"]))
+        if int(r["seed"]) in serial
+        for row in [_image_row(arm, [r], [serial[int(r["seed"])]])]
+    ]
+    header = ("arm, seed", *IMAGE_HEADER[2:])
+    used = [r for rs in arms.values() for r in rs]
+    sources = tuple(sorted(f"{folder}/{r['arm']}-s{r['seed']}.json" for r in used))
+    notes = ("Each row against serial backprop with the same seed.",)
+    return Table(header, rows, sources, recorded_commands(used), notes)

@@ -25,7 +25,7 @@ from layerpar.report.costmodel import (
     value_model_error,
 )
 from layerpar.report.diagnosis import ablation_table, diagnosis_table
-from layerpar.report.diffusion import diffusion_table
+from layerpar.report.diffusion import diffusion_seeds_table, diffusion_table
 from layerpar.report.parity import gap_range, parity_auxnet, parity_pipelined, parity_runs
 from layerpar.report.reliability import reliability_table
 from layerpar.report.results import Results, Table
@@ -57,6 +57,7 @@ BLOCKS: dict[str, Callable[[Results, Sequence[str]], Table]] = {
     "diagnosis": diagnosis_table,
     "ablation": ablation_table,
     "diffusion": diffusion_table,
+    "diffusion-seeds": diffusion_seeds_table,
 }
 VALUES: dict[str, Callable[[Results, Sequence[str]], str]] = {
     "acc": value_acc,
