@@ -133,8 +133,12 @@ def bench_table(results: Results, args: Sequence[str]) -> Table:
     )
 
 
+PROBE_ARMS = frozenset({"contention"})
+"""Arms that measure the machine, not a method (``registry.ArmSpec.measures_contention``)."""
+
+
 def _bench_row(summary: Record, r: Record) -> tuple[str, ...]:
-    vs_pipe = pipeline_ratio(summary, r)
+    vs_pipe = None if r["arm"] in PROBE_ARMS else pipeline_ratio(summary, r)
     acc = r.get("final_test_acc")
     return (
         arm_label(r),
