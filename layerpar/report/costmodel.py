@@ -97,11 +97,12 @@ def _costmodel_row(run: str, e: Record) -> tuple[str, ...]:
     contended = e.get("rel_error_contended")
     clocked = e.get("rel_error_run_clock")
     clock_cell = "anchor" if e.get("run_clock_anchor") else ""
-    if clocked is not None:
-        clock_cell = f"{signed(100 * float(clocked), 0)} %"
+    if clocked is not None:  # one decimal: the column is read against a 15 % line
+        clock_cell = f"{signed(100 * float(clocked), 1)} %"
+    m = e.get("microbatches")
     return (
         run,
-        e["arm"],
+        e["arm"] if m is None else f"{e['arm']}, M = {m}",
         str(e["devices"]),
         f"{float(e['measured_s']):.3f}",
         f"{float(e['predicted_s']):.3f}",
