@@ -42,7 +42,8 @@ parameter bytes; every rank prepares the global batch, ``batch_s``):
   activation memory, not in this model's time.
 * interleaved1f1b / interleavedzb / zbv / dualpipev: 2K stages, two per rank; the pipeline part
   is torch's own action order for (K, M) replayed against the stage times
-  (``schedule_sim.makespan``: a backward split into I + W halves, one p2p per cross-rank hop),
+  (``costmodel_multistage.py``, ``schedule_sim.makespan``: a backward split into I + W halves,
+  one p2p per cross-rank hop),
   then ``batch + makespan + max_rank[allreduce_R(rank bytes) + opt_rank]``.
 
 The cut for K stages is the runtime's: ``balanced_bounds`` on the profile's block costs under the
@@ -61,7 +62,6 @@ from itertools import pairwise
 from typing import Any
 
 from layerpar.bench.profile import Profile, partition_bounds
-from layerpar.bench.schedule_sim import StageCosts, makespan, schedule_orders, stage_rank
 from layerpar.errors import ConfigError
 from layerpar.parallel.methods.pipelined import default_micro_batches
 
@@ -361,56 +361,4 @@ def predict_pipeline(
         transfers + sync,
         bounds,
         tuple(fb),
-    )
-
-
-def predict_multistage(
-    profile: Profile,
-    stages: int,
-    replicas: int,
-    microbatches: int,
-    link: Link,
-    contention: float = 1.0,
-    schedule: str = "interleaved1f1b",
-) -> Prediction | None:
-    """A two-stages-per-rank schedule of torch on ``stages`` ranks (module docstring)."""
-    bounds = partition_bounds(profile, 2 * stages)
-    shard = profile.batch_size // replicas
-    if stages < 2 or bounds is None or shard < microbatches or microbatches < 1:
-        return None
-    if schedule == "dualpipev" and microbatches < 2 * stages:
-        return None  # torch refuses DualPipeV with fewer micro-batches than stages
-    orders = schedule_orders(schedule, stages, microbatches)
-    if orders is None:
-        return None
-    c = contention
-    forward, backward = profile.block_times(shard / microbatches)
-    acts = profile.activation_bytes_at(shard / microbatches)
-    costs = StageCosts(
-        forward_s=tuple(c * f for f in _stage_sums(forward, bounds)),
-        backward_s=tuple(c * b for b in _stage_sums(backward, bounds)),
-        send_s=tuple(link.p2p(acts[b - 1]) for b in bounds[1:-1]),
-    )
-
-    def rank_of(stage: int) -> int:
-        return stage_rank(schedule, stage, stages)
-
-    pipeline = makespan(orders, costs, rank_of)
-    virtual_bytes = _stage_sums([float(p) for p in profile.param_bytes], bounds)
-    rank_bytes = [sum(b for s, b in enumerate(virtual_bytes) if rank_of(s) == r) for r in range(stages)]
-    update = [link.allreduce(b, replicas) + profile.sgd_s_per_byte * b for b in rank_bytes]
-    slowest = max(range(stages), key=lambda r: update[r])
-    no_comm = makespan(orders, replace(costs, send_s=(0.0,) * len(costs.send_s)), rank_of)
-    sync = link.allreduce(rank_bytes[slowest], replicas)
-    return Prediction(
-        schedule,
-        stages,
-        replicas,
-        stages * replicas,
-        microbatches,
-        profile.batch_s + pipeline + update[slowest],
-        no_comm + update[slowest] - sync,
-        pipeline - no_comm + sync,
-        bounds,
-        tuple(f + b for f, b in zip(costs.forward_s, costs.backward_s)),
     )

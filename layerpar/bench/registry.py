@@ -208,7 +208,7 @@ def _predict_multistage(schedule: str) -> PredictFn:
     def hook(
         profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
     ) -> Prediction | None:
-        from layerpar.bench.costmodel import predict_multistage
+        from layerpar.bench.costmodel_multistage import predict_multistage
 
         return predict_multistage(profile, stages, replicas, microbatches, link, contention, schedule)
 

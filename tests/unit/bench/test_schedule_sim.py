@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 
-from layerpar.bench.costmodel import Link, predict_multistage
+from layerpar.bench.costmodel import Link
+from layerpar.bench.costmodel_multistage import predict_multistage
 from layerpar.bench.multistage_arms import SCHEDULES, stage_ids
 from layerpar.bench.predict import predict
 from layerpar.bench.schedule_sim import Action, StageCosts, makespan, schedule_orders, stage_rank

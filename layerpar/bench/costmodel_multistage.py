@@ -1,0 +1,63 @@
+"""The cost model of the schedules that hold two stages per rank (interleaved 1F1B, interleaved
+zero-bubble, ZBV, DualPipeV): torch's own action order for (K, M) replayed against the profiled
+stage times (``schedule_sim.py``), plus the batch and the optimiser step, as in ``costmodel.py``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from layerpar.bench.costmodel import Link, Prediction, _stage_sums
+from layerpar.bench.profile import Profile, partition_bounds
+from layerpar.bench.schedule_sim import StageCosts, makespan, schedule_orders, stage_rank
+
+
+def predict_multistage(
+    profile: Profile,
+    stages: int,
+    replicas: int,
+    microbatches: int,
+    link: Link,
+    contention: float = 1.0,
+    schedule: str = "interleaved1f1b",
+) -> Prediction | None:
+    """A two-stages-per-rank schedule of torch on ``stages`` ranks (module docstring)."""
+    bounds = partition_bounds(profile, 2 * stages)
+    shard = profile.batch_size // replicas
+    if stages < 2 or bounds is None or shard < microbatches or microbatches < 1:
+        return None
+    if schedule == "dualpipev" and microbatches < 2 * stages:
+        return None  # torch refuses DualPipeV with fewer micro-batches than stages
+    orders = schedule_orders(schedule, stages, microbatches)
+    if orders is None:
+        return None
+    c = contention
+    forward, backward = profile.block_times(shard / microbatches)
+    acts = profile.activation_bytes_at(shard / microbatches)
+    costs = StageCosts(
+        forward_s=tuple(c * f for f in _stage_sums(forward, bounds)),
+        backward_s=tuple(c * b for b in _stage_sums(backward, bounds)),
+        send_s=tuple(link.p2p(acts[b - 1]) for b in bounds[1:-1]),
+    )
+
+    def rank_of(stage: int) -> int:
+        return stage_rank(schedule, stage, stages)
+
+    pipeline = makespan(orders, costs, rank_of)
+    virtual_bytes = _stage_sums([float(p) for p in profile.param_bytes], bounds)
+    rank_bytes = [sum(b for s, b in enumerate(virtual_bytes) if rank_of(s) == r) for r in range(stages)]
+    update = [link.allreduce(b, replicas) + profile.sgd_s_per_byte * b for b in rank_bytes]
+    slowest = max(range(stages), key=lambda r: update[r])
+    no_comm = makespan(orders, replace(costs, send_s=(0.0,) * len(costs.send_s)), rank_of)
+    sync = link.allreduce(rank_bytes[slowest], replicas)
+    return Prediction(
+        schedule,
+        stages,
+        replicas,
+        stages * replicas,
+        microbatches,
+        profile.batch_s + pipeline + update[slowest],
+        no_comm + update[slowest] - sync,
+        pipeline - no_comm + sync,
+        bounds,
+        tuple(f + b for f, b in zip(costs.forward_s, costs.backward_s)),
+    )
