@@ -340,7 +340,9 @@ def predict_pipeline(
     c = contention if stages * replicas > 1 else 1.0
     micro = shard / microbatches
     forward, backward = profile.block_times(micro)
-    fb = [c * t for t in _stage_sums([f + b for f, b in zip(forward, backward)], bounds)]
+    # torch's runtime on a rank (profile_runtime.py), spread over the rank's 2M actions
+    runtime = c * profile.runtime_overhead(schedule, stages, microbatches) / microbatches
+    fb = [c * t + runtime for t in _stage_sums([f + b for f, b in zip(forward, backward)], bounds)]
     compute_path = sum(fb) + (microbatches - 1) * max(fb)
     acts = profile.activation_bytes_at(micro)
     largest = max((acts[b - 1] for b in bounds[1:-1]), default=0.0)

@@ -37,6 +37,8 @@ def predict_multistage(
         forward_s=tuple(c * f for f in _stage_sums(forward, bounds)),
         backward_s=tuple(c * b for b in _stage_sums(backward, bounds)),
         send_s=tuple(link.p2p(acts[b - 1]) for b in bounds[1:-1]),
+        # torch's runtime on a rank (profile_runtime.py), spread over the rank's actions
+        per_action_s=c * profile.runtime_overhead(schedule, stages, microbatches) / len(orders[0]),
     )
 
     def rank_of(stage: int) -> int:

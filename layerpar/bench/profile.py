@@ -67,6 +67,18 @@ class StageSaved:
 
 
 @dataclass(frozen=True)
+class RuntimeOverhead:
+    """Seconds per step that torch's pipeline runtime adds to one rank's share of the model under
+    ``schedule`` on ``stages`` ranks with ``microbatches`` micro-batches, over plain autograd on
+    the same micro-batches (``profile_runtime.py``; may read slightly negative: noise)."""
+
+    schedule: str
+    stages: int
+    microbatches: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Profile:
     """Measured costs of one model, data shape and batch on one device (see module docstring)."""
 
@@ -107,6 +119,8 @@ class Profile:
     """The config's layerpar.accumulate (pipelined method: micro-batches per step; None: auto)."""
     stage_saved: tuple[StageSaved, ...] = ()
     """Per profiled K (profiles older than the stash meter have none)."""
+    runtime: tuple[RuntimeOverhead, ...] = ()
+    """Per pipeline schedule, K and M measured (older profiles have none: no runtime cost)."""
 
     # ---------------------------------------------------------------- derived quantities
 
@@ -151,6 +165,17 @@ class Profile:
             if row.stages == stages:
                 return row.bounds, [b * batch / self.batch_size for b in row.saved_bytes]
         return None
+
+    def runtime_overhead(self, schedule: str, stages: int, microbatches: int) -> float:
+        """Seconds per step of torch's runtime on one rank (``RuntimeOverhead``; never below 0).
+
+        Measured at this K and M when profiled; otherwise at the measured K nearest this one
+        with this M; 0 when this schedule and M were not profiled at all."""
+        rows = [r for r in self.runtime if r.schedule == schedule and r.microbatches == microbatches]
+        if not rows:
+            return 0.0
+        nearest = min(rows, key=lambda r: (abs(r.stages - stages), r.stages))
+        return max(0.0, nearest.seconds)
 
     def activation_bytes_at(self, batch: float) -> list[float]:
         return [a * batch / self.batch_size for a in self.activation_bytes]
@@ -203,6 +228,7 @@ class Profile:
             StageSaved(d["stages"], tuple(d["bounds"]), tuple(d["saved_bytes"]))
             for d in data.get("stage_saved", ())
         )
+        data["runtime"] = tuple(RuntimeOverhead(**d) for d in data.get("runtime", ()))
         for key in ("input_shape", "block_names", "param_bytes", "param_counts", "activation_bytes"):
             data[key] = tuple(data[key])
         names = {f.name for f in dataclasses.fields(cls)}

@@ -20,6 +20,7 @@ from torch import nn
 from layerpar.bench.common import describe_device, synchronizer
 from layerpar.bench.profile import AuxTimes, BlockTimes, Profile, StageSaved, partition_bounds
 from layerpar.bench.profile_contention import measure_contention
+from layerpar.bench.profile_runtime import measure_runtime_overhead
 from layerpar.bench.profile_timing import (
     Timed,
     aux_prefix_times,
@@ -75,6 +76,8 @@ def measure_profile(
     replicas: Iterable[int] = (1,),
     batch_sizes: Iterable[int] | None = None,
     contention: bool = False,
+    schedules: Iterable[str] = (),
+    runtime_stages: Iterable[int] | None = None,
 ) -> Profile:
     """Measure ``config``'s model block by block on ``device`` (one thread on a CPU).
 
@@ -85,6 +88,9 @@ def measure_profile(
             whose per-device batch sizes are measured directly rather than interpolated.
         batch_sizes: override the measured batch sizes (default ``default_batch_sizes``).
         contention: also run ``measure_contention`` (CPU only; spawns one process, ~10 s).
+        schedules: pipeline schedules (``profile_runtime.SCHEDULES``) whose runtime cost to
+            measure at every K of ``runtime_stages`` (default: ``stages``) and M of
+            ``microbatches`` (CPU only; about a second per triple on ResNet-20).
     """
     from layerpar.auxnet import boundary_shapes, build_auxnet
     from layerpar.parallel.setup import build_model_for, torch_dtype
@@ -189,6 +195,17 @@ def measure_profile(
         profile = dataclasses.replace(
             profile, aux=tuple(aux_rows), adam_s_per_byte=adam, stage_saved=tuple(saved_rows)
         )
+        if device.type == "cpu":
+            runtime = measure_runtime_overhead(
+                profile,
+                model,
+                schedules=schedules,
+                stages=ks if runtime_stages is None else runtime_stages,
+                microbatches=microbatches,
+                repeats=repeats,
+            )
+            model.load_state_dict(saved)
+            profile = dataclasses.replace(profile, runtime=runtime)
     finally:
         torch.set_num_threads(threads)
         torch.set_rng_state(rng_state)

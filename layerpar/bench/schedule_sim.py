@@ -53,6 +53,8 @@ class StageCosts:
     send_s: tuple[float, ...]
     input_grad_share: float = 0.5
     """Share of a backward that computes the input gradient (``I``); ``W`` is the rest."""
+    per_action_s: float = 0.0
+    """Seconds every action costs on top of its compute (the pipeline runtime's own work)."""
 
 
 def stage_rank(schedule: str, stage: int, ranks: int) -> int:
@@ -140,6 +142,10 @@ def makespan(
 
 
 def _duration(action: Action, costs: StageCosts) -> float:
+    return costs.per_action_s + _compute(action, costs)
+
+
+def _compute(action: Action, costs: StageCosts) -> float:
     if action.kind == FORWARD:
         return costs.forward_s[action.stage]
     backward = costs.backward_s[action.stage]
