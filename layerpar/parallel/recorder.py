@@ -15,10 +15,22 @@ log = logging.getLogger(__name__)
 
 
 def default_run_name(config: Any) -> str:
+    """``<method>-K<k>-<model>-<dataset>-s<seed>-<time>``, made unique in ``train.out_dir``.
+
+    The method is in the name and a taken name gets a counter, because two runs started in the
+    same second (a script that trains serial, then pipelined, then al) must not share a folder."""
     mode = config.train.mode
-    k = config.parallel.stages if mode == "layerpar" else 1
+    layer_parallel = mode == "layerpar"
+    k = config.parallel.stages if layer_parallel else 1
+    method = config.layerpar.method if layer_parallel else mode
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return f"{mode}-K{k}-{config.model.name}-{config.data.dataset}-s{config.train.seed}-{stamp}"
+    name = f"{method}-K{k}-{config.model.name}-{config.data.dataset}-s{config.train.seed}-{stamp}"
+    out_dir = Path(config.train.out_dir)
+    taken, counter = name, 1
+    while (out_dir / taken).exists():
+        counter += 1
+        taken = f"{name}-{counter}"
+    return taken
 
 
 class RunRecorder:

@@ -19,7 +19,7 @@ from layerpar.config import RunConfig, replace
 from layerpar.parallel.aux_trainer import Oracle
 from layerpar.parallel.comm import LocalHub
 from layerpar.parallel.objective import LossFn, objective_from
-from layerpar.parallel.run import RunData, load_run_data
+from layerpar.parallel.run import RunData, load_run_data, pin_run_dir
 from layerpar.parallel.runner import InProcessRunner
 from layerpar.parallel.session import RunSession, RunSummary
 from layerpar.parallel.setup import Setup, build_setup, make_worker, resolve_device
@@ -40,6 +40,9 @@ class InProcessTrainer:
         oracle_factory: Callable[[Setup], Oracle] | None = None,
         data: RunData | None = None,
     ) -> None:
+        # One folder for the whole run: an unnamed run's timestamp is taken once, here, not
+        # again by each part that needs the folder (a second later it would be another one).
+        config = pin_run_dir(config)
         self.config = config
         self.data = data or load_run_data(config, train_data, test_data)
         objective = objective_from(

@@ -95,3 +95,22 @@ def test_one_parallel_step_sends_one_adjoint_per_boundary_plus_the_aux_all_reduc
     world = 3
     all_reduce = world * int(2 * (world - 1) / world * aux_bytes)
     assert trainer.runner.bytes_sent() == adjoints + all_reduce
+
+
+def test_unnamed_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    """The run folder's name says the method and never reuses a folder: a script that trains
+    serial, pipelined and al one after another (the README's API example) once had two of them
+    start within one second and the second refused to overwrite the first."""
+    monkeypatch.setattr("time.strftime", lambda fmt, *args: "20261207-120000")
+    names = []
+    for method in ("pipelined", "al", "pipelined"):
+        config = digits_config(tmp_path, f"layerpar.method={method}", stages=2)
+        trainer = LayerParallelTrainer(config)
+        trainer.run_dir.mkdir(parents=True)
+        names.append(trainer.run_dir.name)
+    assert names == [
+        "pipelined-K2-resnet20-digits-s0-20261207-120000",
+        "al-K2-resnet20-digits-s0-20261207-120000",
+        "pipelined-K2-resnet20-digits-s0-20261207-120000-2",
+    ]
+    assert SerialTrainer(digits_config(tmp_path, stages=2)).run_dir.name.startswith("serial-K1-")
