@@ -117,9 +117,10 @@ class LayerParConfig:
     module k works on the true h_{k−1} one step late and updates with the true adjoint
     2(K−1−k) micro-batches late, weights stashed; no AuxNet in the
     parallel steps), penalty (m ≡ 0), al (augmented Lagrangian, multipliers predicted by the
-    AuxNet) or delayed (AuxNet inputs, multipliers = the next module's true adjoints of the same
-    batch, applied K−1−k steps late).  One file each under layerpar/parallel/methods/; the
-    registry there lists them."""
+    AuxNet), delayed (AuxNet inputs, multipliers = the next module's true adjoints of the same
+    batch, applied K−1−k steps late) or corrected (pipelined, plus a local head per boundary
+    whose gradient predicts the adjoint at once, corrected when the true adjoint arrives).  One
+    file each under layerpar/parallel/methods/; the registry there lists them."""
     beta: float = 0.01
     """Penalty weight β of (β/2)||h − a||², summed over a sample's features."""
     beta_final: float | None = None
@@ -148,6 +149,14 @@ class LayerParConfig:
     compensate_momentum: bool = False
     """Pipelined method: lower the SGD momentum of module k to 1 − (1−μ)(1+D_k), since its
     delay D_k already acts as momentum; see parallel/methods/pipelined.py."""
+    predictor_scale: float | None = None
+    """Method corrected: the scale c of the adjoint prediction c·∇_h CE(head(h), y).  null:
+    calibrated against the true adjoints as they arrive (least squares, floored at 0); 0: no
+    prediction (the pipelined method exactly)."""
+    correct: bool = True
+    """Method corrected: subtract each applied prediction when the true adjoint arrives, so the
+    two parts sum to the exact delayed gradient.  false: the prediction stays (a local
+    classifier term, deep supervision of every boundary)."""
     al_step_clip: float | None = None
     """Clip each element of the AL step (m − v)/β to ±this value (None: no clip)."""
     bn_reestimate_batches: int = 20

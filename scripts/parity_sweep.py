@@ -121,6 +121,34 @@ VARIANTS |= {
     "pipelined-K4": ["layerpar.method=pipelined", "layerpar.accumulate=1", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
                      "parallel.stages=4"],
 }
+# Predict, then correct (parallel/methods/corrected.py, issue 11): the pipelined method plus a local
+# head per boundary whose gradient predicts the adjoint at once (calibrated scale, or a fixed one),
+# corrected by the true adjoint when it arrives; "local": the head's term kept, not corrected.
+for _k in (2, 4):
+    _suffix = "-K4" if _k == 4 else ""
+    _base = ["layerpar.method=corrected", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
+             f"parallel.stages={_k}"]
+    VARIANTS[f"corrected{_suffix}"] = _base
+    VARIANTS[f"corrected-acc1{_suffix}"] = [*_base, "layerpar.accumulate=1"]
+    VARIANTS[f"corrected-c1-acc1{_suffix}"] = [*_base, "layerpar.accumulate=1", "layerpar.predictor_scale=1"]
+    VARIANTS[f"local-c1{_suffix}"] = [*_base, "layerpar.correct=false", "layerpar.predictor_scale=1"]
+
+STEP_METRICS = ("predictor_cosine/", "predictor_scale/", "head_loss/", "weight_staleness/")
+"""Per-step metrics whose epoch means a record keeps (``step_metric_means``)."""
+
+
+def step_metric_means(metrics_path: Path, steps_per_epoch: int) -> list[dict[str, float]]:
+    """Per epoch, the mean of every ``STEP_METRICS`` key over that epoch's steps (metrics.jsonl)."""
+    sums: dict[int, dict[str, list[float]]] = {}
+    for line in metrics_path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("kind") != "step":
+            continue
+        epoch = record["step"] // steps_per_epoch
+        for key, value in record.items():
+            if key.startswith(STEP_METRICS) and isinstance(value, float):
+                sums.setdefault(epoch, {}).setdefault(key, []).append(value)
+    return [{key: sum(v) / len(v) for key, v in sums[e].items()} for e in sorted(sums)]
 
 
 def run_one(name: str, overrides: list[str], out: Path, tag: str) -> dict:
@@ -147,6 +175,7 @@ def run_one(name: str, overrides: list[str], out: Path, tag: str) -> dict:
         "train_limit": config.data.train_limit,
         "final_test_acc": summary.final_test_acc,
         "epochs_log": summary.record["epochs_log"],
+        "step_metric_means": _step_means(config, summary),
         "train_time_s": summary.train_time_s,
         "wall_s": time.time() - start,
         "device": summary.record.get("cuda") or "cpu",
@@ -159,6 +188,14 @@ def run_one(name: str, overrides: list[str], out: Path, tag: str) -> dict:
     (out / f"{tag}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"{tag}: acc={summary.final_test_acc:.4f} time={record['wall_s']:.1f}s", flush=True)
     return record
+
+
+def _step_means(config, summary) -> list[dict[str, float]]:
+    run_dir = Path(config.train.out_dir) / config.train.run_name
+    epochs = summary.record["epochs_log"]
+    if not (run_dir / "metrics.jsonl").exists() or not epochs:
+        return []
+    return step_metric_means(run_dir / "metrics.jsonl", int(epochs[0]["step"] / epochs[0]["epoch"]))
 
 
 class _Summary:

@@ -1,0 +1,165 @@
+"""Predict, then correct (``layerpar.method: corrected``; issue 11, build items 2–4): the
+pipelined method plus an auxiliary head per boundary whose gradient predicts the adjoint now.
+
+The pipelined method updates module k with the true adjoint v of a micro-batch D_k = 2(K−1−k)
+micro-steps after its forward: exact, but late.  Here module k also has a local head
+(``auxnet/adjoint_head.py``) on its own output h_k and the label, and
+
+    at the forward of micro-batch j:   apply  Jᵀ m̂_j,  m̂_j = c_k · ∇_h CE(head_k(h_j), y_j)
+    when v_j arrives (D_k steps later): apply  Jᵀ (v_j − m̂_j)       (on the same stashed graph)
+
+so the two parts of every micro-batch sum to the pipelined method's exact delayed gradient Jᵀ v_j
+(J: module k's Jacobian at the weights of the forward).  A good predictor moves most of each
+update to the forward's step (less staleness); a useless one is calibrated to c = 0 and the
+method *is* the pipelined method.  Module k−1 receives the exact adjoint Jᵤᵀ v_j: the
+prediction's share of u's gradient is completed, not replaced, by the correction.
+
+``layerpar.correct: false`` keeps the prediction and drops the correction: a local classifier
+term on every boundary (deep supervision, DGL's loss) on top of the true delayed gradient.
+
+Costs over the pipelined method: the head's forward and backward, and one more backward of the
+module per micro-batch (the prediction's; skipped with ``predictor_scale: 0``).  The last module
+has the true loss at once and no head.  Micro-batches still in flight when a run of parallel
+steps ends (an evaluation) keep their applied prediction uncorrected, as they lose their delayed
+gradient in the pipelined method.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import torch
+
+from layerpar.auxnet.adjoint_head import AdjointHead
+from layerpar.config import RunConfig
+from layerpar.data.datasets import dataset_info
+from layerpar.errors import ConfigError
+from layerpar.parallel.context import StageContext
+from layerpar.parallel.methods.pipelined import Pipelined
+from layerpar.parallel.pipeline_schedule import pipelined_tick
+from layerpar.parallel.stash import PendingForward, move_gradients, weight_staleness
+
+
+class Corrected(Pipelined):
+    name = "corrected"
+    sends_backward = "∂ℓ/∂h_{k−1} of the micro-batch forwarded 2(K−1−k) steps ago (prediction + correction)"
+
+    def __init__(self, worker: StageContext) -> None:
+        super().__init__(worker)
+        self._head: AdjointHead | None = None
+        self._predictions: deque[tuple[torch.Tensor, torch.Tensor]] = deque()
+        """(raw prediction, scale applied) of every pending micro-batch, oldest first."""
+        self._head_labels: deque[torch.Tensor] = deque()
+        """Labels of the micro-batches still on their way to this module."""
+
+    @classmethod
+    def check_config(cls, config: RunConfig) -> None:
+        super().check_config(config)
+        if config.is_diffusion or config.data.factory or config.train.loss:
+            raise ConfigError(
+                "layerpar.method=corrected predicts adjoints with a classifier head on the built-in "
+                "datasets' class labels (cross-entropy): use layerpar.method=pipelined for a denoiser, "
+                "your own data (data.factory) or your own loss (train.loss)"
+            )
+        scale = config.layerpar.predictor_scale
+        if scale is not None and scale < 0:
+            raise ConfigError(f"layerpar.predictor_scale={scale} must be ≥ 0, or null (calibrated)")
+
+    # ------------------------------------------------------------------ state
+
+    def end_run(self) -> None:
+        super().end_run()
+        self._predictions.clear()
+        self._head_labels.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["predictions"] = list(self._predictions)
+        state["head_labels"] = list(self._head_labels)
+        state["head"] = None if self._head is None else self._head.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._predictions.extend(state.get("predictions", []))
+        self._head_labels.extend(state.get("head_labels", []))
+        if state.get("head") is not None:
+            self._head_for(state["head"]["shape"]).load_state_dict(state["head"])
+
+    def _head_for(self, shape: tuple[int, ...]) -> AdjointHead:
+        """The head, built at the first forward (the boundary's shape is known then)."""
+        if self._head is None:
+            w = self.worker
+            classes = dataset_info(w.config.data.dataset).num_classes
+            self._head = AdjointHead(tuple(shape), classes, w.config.aux.lr, w.device, w.dtype)
+        return self._head
+
+    def _scale(self, head: AdjointHead) -> torch.Tensor | float:
+        fixed = self.worker.config.layerpar.predictor_scale
+        return head.scale() if fixed is None else fixed
+
+    # ------------------------------------------------------------------ phases
+
+    def forward_backward(self) -> None:
+        w, s = self.worker, self.state
+        if w.is_last:  # the true loss at once: nothing to predict
+            super().forward_backward()
+            return
+        self._forward_out = self._adjoint = None
+        tick = pipelined_tick(w.stage, w.stages, w.run_step)
+        adjoint_next = None
+        if tick.backward is not None:
+            adjoint_next = w.recv_backward(self._pending[0].h.shape)
+        u = cond = y = None
+        if w.is_first:
+            u, cond, y = s.x, s.cond, s.y
+        else:
+            self._head_labels.append(s.y)
+            if s.cond is not None:
+                self._conds.append(s.cond)
+            if tick.forward is not None:
+                u = w.recv_forward(s.x.shape[0])
+                cond = self._conds.popleft() if self._conds else None
+                y = self._head_labels.popleft()
+        if u is not None:
+            assert y is not None
+            self._forward_and_predict(u, cond, y)
+        if adjoint_next is not None:
+            self._correct(adjoint_next)
+
+    def _forward_and_predict(self, u: torch.Tensor, cond: torch.Tensor | None, y: torch.Tensor) -> None:
+        """Forward on stashed weights, then apply the prediction's share of the update now."""
+        w, s = self.worker, self.state
+        shift = self._predicted_shift() if w.config.layerpar.predict_weights else None
+        h, weights = w.stashed_forward(u, shift, cond)
+        head = self._head_for(tuple(h.shape[1:]))
+        raw, head_loss = head.predict_and_learn(h, y)  # unclocked: the breakdown's "other"
+        scale = self._scale(head)
+        if not (isinstance(scale, float) and scale == 0.0):
+            with w.clock("backward"):
+                h.backward((scale * raw).to(h.dtype), retain_graph=True)
+            with w.clock("stash"):
+                move_gradients(w.module, weights)
+        self._pending.append(PendingForward(u=u, h=h, weights=weights, cond=cond))
+        self._predictions.append((raw, torch.as_tensor(scale, dtype=raw.dtype, device=raw.device)))
+        self._forward_out = h.detach()
+        s.metrics[f"head_loss/{w.stage}"] = head_loss
+        s.metrics[f"predictor_scale/{w.stage}"] = torch.as_tensor(scale, dtype=torch.float64)
+
+    def _correct(self, adjoint: torch.Tensor) -> None:
+        """The true adjoint of the oldest pending micro-batch arrived: apply Jᵀ (v − m̂)."""
+        w, s = self.worker, self.state
+        oldest = self._pending.popleft()
+        raw, applied = self._predictions.popleft()
+        assert self._head is not None
+        s.metrics[f"predictor_cosine/{w.stage}"] = self._head.observe(raw, adjoint)
+        residual = adjoint - applied * raw if w.config.layerpar.correct else adjoint
+        with w.clock("backward"):
+            oldest.h.backward(residual.to(oldest.h.dtype))
+        with w.clock("stash"):
+            move_gradients(w.module, oldest.weights)
+            if w.opens_window:
+                s.metrics[f"weight_staleness/{w.stage}"] = weight_staleness(w.module, oldest.weights)
+        if not w.is_first:
+            self._adjoint = oldest.u.grad
