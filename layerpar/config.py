@@ -149,8 +149,12 @@ class LayerParConfig:
     compensate_momentum: bool = False
     """Pipelined method: lower the SGD momentum of module k to 1 − (1−μ)(1+D_k), since its
     delay D_k already acts as momentum; see parallel/methods/pipelined.py."""
+    predictor: str = "linear"
+    """Method corrected: how a boundary's head predicts the adjoint.  linear: Gᵀ(p̂ − onehot(y)),
+    p̂ the head's softmax and G the least-squares fit of the arriving adjoints (the later modules'
+    mean Jacobian); gradient: ∇_h CE(head(h), y).  See auxnet/adjoint_head.py."""
     predictor_scale: float | None = None
-    """Method corrected: the scale c of the adjoint prediction c·∇_h CE(head(h), y).  null:
+    """Method corrected: the scale c of the adjoint prediction c·m̂.  null:
     calibrated against the true adjoints as they arrive (least squares, floored at 0); 0: no
     prediction (the pipelined method exactly)."""
     correct: bool = True

@@ -122,16 +122,20 @@ VARIANTS |= {
                      "parallel.stages=4"],
 }
 # Predict, then correct (parallel/methods/corrected.py, issue 11): the pipelined method plus a local
-# head per boundary whose gradient predicts the adjoint at once (calibrated scale, or a fixed one),
+# head per boundary that predicts the adjoint at once (linear: the fitted mean Jacobian applied to
+# the head's label error; grad: the head's own input gradient), scaled by the calibration,
 # corrected by the true adjoint when it arrives; "local": the head's term kept, not corrected.
 for _k in (2, 4):
     _suffix = "-K4" if _k == 4 else ""
     _base = ["layerpar.method=corrected", "layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0",
              f"parallel.stages={_k}"]
-    VARIANTS[f"corrected{_suffix}"] = _base
-    VARIANTS[f"corrected-acc1{_suffix}"] = [*_base, "layerpar.accumulate=1"]
-    VARIANTS[f"corrected-c1-acc1{_suffix}"] = [*_base, "layerpar.accumulate=1", "layerpar.predictor_scale=1"]
-    VARIANTS[f"local-c1{_suffix}"] = [*_base, "layerpar.correct=false", "layerpar.predictor_scale=1"]
+    for _predictor, _short in (("linear", "lin"), ("gradient", "grad")):
+        _with = [*_base, f"layerpar.predictor={_predictor}"]
+        VARIANTS[f"corrected-{_short}{_suffix}"] = _with
+        for _m in (1, 2):
+            VARIANTS[f"corrected-{_short}-acc{_m}{_suffix}"] = [*_with, f"layerpar.accumulate={_m}"]
+        VARIANTS[f"local-{_short}-c1{_suffix}"] = [*_with, "layerpar.correct=false", "layerpar.predictor_scale=1"]
+VARIANTS["pipelined-acc2-K4"] = [*VARIANTS["pipelined-2bw"], "layerpar.accumulate=2", "parallel.stages=4"]
 
 STEP_METRICS = ("predictor_cosine/", "predictor_scale/", "head_loss/", "weight_staleness/")
 """Per-step metrics whose epoch means a record keeps (``step_metric_means``)."""

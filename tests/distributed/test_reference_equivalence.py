@@ -111,6 +111,7 @@ def _assert_same_run(got_dir: Path, ref_dir: Path, rel: float, micro: int = 1) -
         pytest.param(3, 1, "float64", "delayed", (), id="K3-float64-delayed"),
         pytest.param(2, 2, "float32", "delayed", (), id="K2xR2-float32-delayed"),
         pytest.param(3, 1, "float64", "pipelined", ("layerpar.accumulate=1",), id="K3-float64-pipelined"),
+        pytest.param(3, 1, "float64", "corrected", ("layerpar.accumulate=1",), id="K3-float64-corrected"),
         pytest.param(2, 2, "float32", "pipelined", ("layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0"),
                      id="K2xR2-float32-pipelined-micro2"),
     ],

@@ -26,11 +26,13 @@ STALE_FREE = ("layerpar.warmup_epochs=0", "layerpar.serial_final_epochs=0")
 """The pipelined method runs no serial phases (it is micro-batched)."""
 
 
-@pytest.mark.parametrize("method", ["al", "penalty", "delayed", "pipelined", "serial"])
+@pytest.mark.parametrize("method", ["al", "penalty", "delayed", "pipelined", "corrected", "serial"])
 def test_in_process_resume_is_exact(tmp_path: Path, method: str) -> None:
-    """Stopped mid-epoch with micro-batches in flight (pipelined, delayed) and resumed: every
-    per-step loss and every final parameter equal the uninterrupted run's."""
-    extra = (f"layerpar.method={method}", *(STALE_FREE if method == "pipelined" else ()))
+    """Stopped mid-epoch with micro-batches in flight (pipelined, delayed, corrected: with their
+    applied predictions and heads) and resumed: every per-step loss and every final parameter
+    equal the uninterrupted run's."""
+    micro_batched = method in ("pipelined", "corrected")
+    extra = (f"layerpar.method={method}", *(STALE_FREE if micro_batched else ()))
     LayerParallelTrainer(_config(tmp_path, "straight", *extra)).fit()
     stopped = LayerParallelTrainer(_config(tmp_path, "resumed", "train.stop_at_step=7", *extra)).fit()
     assert stopped.final_test_acc is None  # stopped mid-epoch: no evaluation yet

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from layerpar.auxnet.adjoint_head import AdjointHead
+from layerpar.auxnet.adjoint_head import PREDICTORS, AdjointHead, Prediction
 from layerpar.config import RunConfig
 from layerpar.data.datasets import dataset_info
 from layerpar.errors import ConfigError
@@ -48,8 +48,8 @@ class Corrected(Pipelined):
     def __init__(self, worker: StageContext) -> None:
         super().__init__(worker)
         self._head: AdjointHead | None = None
-        self._predictions: deque[tuple[torch.Tensor, torch.Tensor]] = deque()
-        """(raw prediction, scale applied) of every pending micro-batch, oldest first."""
+        self._predictions: deque[tuple[Prediction, torch.Tensor]] = deque()
+        """(prediction, scale applied) of every pending micro-batch, oldest first."""
         self._head_labels: deque[torch.Tensor] = deque()
         """Labels of the micro-batches still on their way to this module."""
 
@@ -61,6 +61,11 @@ class Corrected(Pipelined):
                 "layerpar.method=corrected predicts adjoints with a classifier head on the built-in "
                 "datasets' class labels (cross-entropy): use layerpar.method=pipelined for a denoiser, "
                 "your own data (data.factory) or your own loss (train.loss)"
+            )
+        predictor = config.layerpar.predictor
+        if predictor not in PREDICTORS:
+            raise ConfigError(
+                f"layerpar.predictor={predictor!r} is not a predictor; valid: {', '.join(PREDICTORS)}"
             )
         scale = config.layerpar.predictor_scale
         if scale is not None and scale < 0:
@@ -75,14 +80,16 @@ class Corrected(Pipelined):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["predictions"] = list(self._predictions)
+        state["predictions"] = [(p.raw, p.label_error, scale) for p, scale in self._predictions]
         state["head_labels"] = list(self._head_labels)
         state["head"] = None if self._head is None else self._head.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self._predictions.extend(state.get("predictions", []))
+        self._predictions.extend(
+            (Prediction(raw, error), scale) for raw, error, scale in state.get("predictions", [])
+        )
         self._head_labels.extend(state.get("head_labels", []))
         if state.get("head") is not None:
             self._head_for(state["head"]["shape"]).load_state_dict(state["head"])
@@ -92,7 +99,8 @@ class Corrected(Pipelined):
         if self._head is None:
             w = self.worker
             classes = dataset_info(w.config.data.dataset).num_classes
-            self._head = AdjointHead(tuple(shape), classes, w.config.aux.lr, w.device, w.dtype)
+            lp = w.config.layerpar
+            self._head = AdjointHead(tuple(shape), classes, w.config.aux.lr, w.device, w.dtype, lp.predictor)
         return self._head
 
     def _scale(self, head: AdjointHead) -> torch.Tensor | float:
@@ -134,7 +142,8 @@ class Corrected(Pipelined):
         shift = self._predicted_shift() if w.config.layerpar.predict_weights else None
         h, weights = w.stashed_forward(u, shift, cond)
         head = self._head_for(tuple(h.shape[1:]))
-        raw, head_loss = head.predict_and_learn(h, y)  # unclocked: the breakdown's "other"
+        prediction, head_loss = head.predict_and_learn(h, y)  # unclocked: the breakdown's "other"
+        raw = prediction.raw
         scale = self._scale(head)
         if not (isinstance(scale, float) and scale == 0.0):
             with w.clock("backward"):
@@ -142,7 +151,7 @@ class Corrected(Pipelined):
             with w.clock("stash"):
                 move_gradients(w.module, weights)
         self._pending.append(PendingForward(u=u, h=h, weights=weights, cond=cond))
-        self._predictions.append((raw, torch.as_tensor(scale, dtype=raw.dtype, device=raw.device)))
+        self._predictions.append((prediction, torch.as_tensor(scale, dtype=raw.dtype, device=raw.device)))
         self._forward_out = h.detach()
         s.metrics[f"head_loss/{w.stage}"] = head_loss
         s.metrics[f"predictor_scale/{w.stage}"] = torch.as_tensor(scale, dtype=torch.float64)
@@ -151,10 +160,10 @@ class Corrected(Pipelined):
         """The true adjoint of the oldest pending micro-batch arrived: apply Jᵀ (v − m̂)."""
         w, s = self.worker, self.state
         oldest = self._pending.popleft()
-        raw, applied = self._predictions.popleft()
+        prediction, applied = self._predictions.popleft()
         assert self._head is not None
-        s.metrics[f"predictor_cosine/{w.stage}"] = self._head.observe(raw, adjoint)
-        residual = adjoint - applied * raw if w.config.layerpar.correct else adjoint
+        s.metrics[f"predictor_cosine/{w.stage}"] = self._head.observe(prediction, adjoint)
+        residual = adjoint - applied * prediction.raw if w.config.layerpar.correct else adjoint
         with w.clock("backward"):
             oldest.h.backward(residual.to(oldest.h.dtype))
         with w.clock("stash"):
