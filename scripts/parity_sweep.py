@@ -137,7 +137,7 @@ for _k in (2, 4):
         VARIANTS[f"local-{_short}-c1{_suffix}"] = [*_with, "layerpar.correct=false", "layerpar.predictor_scale=1"]
 VARIANTS["pipelined-acc2-K4"] = [*VARIANTS["pipelined-2bw"], "layerpar.accumulate=2", "parallel.stages=4"]
 
-STEP_METRICS = ("predictor_cosine/", "predictor_scale/", "head_loss/", "weight_staleness/")
+STEP_METRICS = ("predictor_cosine/", "prediction_update_cosine/", "predictor_scale/", "head_loss/", "weight_staleness/")
 """Per-step metrics whose epoch means a record keeps (``step_metric_means``)."""
 
 

@@ -27,6 +27,7 @@ from layerpar.report.costmodel import (
 from layerpar.report.diagnosis import ablation_table, diagnosis_table
 from layerpar.report.diffusion import diffusion_seeds_table, diffusion_table
 from layerpar.report.parity import gap_range, parity_auxnet, parity_pipelined, parity_runs
+from layerpar.report.predictors import predictor_table
 from layerpar.report.reliability import reliability_table
 from layerpar.report.results import Results, Table
 from layerpar.report.runs import (
@@ -56,6 +57,7 @@ BLOCKS: dict[str, Callable[[Results, Sequence[str]], Table]] = {
     "reliability": reliability_table,
     "diagnosis": diagnosis_table,
     "ablation": ablation_table,
+    "predictors": predictor_table,
     "diffusion": diffusion_table,
     "diffusion-seeds": diffusion_seeds_table,
 }

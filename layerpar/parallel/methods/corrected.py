@@ -27,6 +27,7 @@ gradient in the pipelined method.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -39,6 +40,14 @@ from layerpar.parallel.context import StageContext
 from layerpar.parallel.methods.pipelined import Pipelined
 from layerpar.parallel.pipeline_schedule import pipelined_tick
 from layerpar.parallel.stash import PendingForward, move_gradients, weight_staleness
+
+UPDATE_COSINE_EVERY = 16
+"""Run steps between two measurements of ``prediction_update_cosine/k``: cos(Jᵀ m̂, Jᵀ v), the
+update the predictor drives against the exact gradient of the same micro-batch and weights."""
+
+
+def _flat(grads: Iterable[torch.Tensor | None]) -> torch.Tensor:
+    return torch.cat([g.flatten() for g in grads if g is not None])
 
 
 class Corrected(Pipelined):
@@ -163,9 +172,22 @@ class Corrected(Pipelined):
         prediction, applied = self._predictions.popleft()
         assert self._head is not None
         s.metrics[f"predictor_cosine/{w.stage}"] = self._head.observe(prediction, adjoint)
-        residual = adjoint - applied * prediction.raw if w.config.layerpar.correct else adjoint
+        correct = w.config.layerpar.correct
+        residual = adjoint - applied * prediction.raw if correct else adjoint
+        predicted = None
+        if w.run_step % UPDATE_COSINE_EVERY == 0:
+            # Diagnostic (one more backward, every few steps): the update the prediction drives.
+            direction = prediction.raw.to(oldest.h.dtype)
+            predicted = torch.autograd.grad(
+                oldest.h, oldest.weights, direction, retain_graph=True, allow_unused=True
+            )
         with w.clock("backward"):
             oldest.h.backward(residual.to(oldest.h.dtype))
+        if predicted is not None:
+            exact = _flat(c.grad for c in oldest.weights) + (applied * _flat(predicted) if correct else 0.0)
+            s.metrics[f"prediction_update_cosine/{w.stage}"] = torch.nn.functional.cosine_similarity(
+                _flat(predicted), exact, dim=0
+            )
         with w.clock("stash"):
             move_gradients(w.module, oldest.weights)
             if w.opens_window:

@@ -157,6 +157,6 @@ def test_a_run_logs_the_predictors_cosine_and_scale_and_ends_clean(tmp_path):
     assert 0.0 <= summary.final_test_acc <= 1.0
     assert not any(w.method.in_flight() for w in trainer.runner.workers)
     lines = (summary.run_dir / "metrics.jsonl").read_text()
-    for key in ("predictor_cosine/0", "predictor_scale/1", "head_loss/0", "local_loss/2"):
+    for key in ("predictor_cosine/0", "predictor_scale/1", "prediction_update_cosine/1", "head_loss/0", "local_loss/2"):
         assert f'"{key}"' in lines
     assert '"predictor_cosine/2"' not in lines  # the last module has the true loss, no head

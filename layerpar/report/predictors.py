@@ -1,0 +1,78 @@
+"""Predict, then correct (issue 11): per run, the accuracy beside how well the boundary heads
+predicted the adjoint (``predictor_cosine/k``, ``predictor_scale/k``: last-epoch means of the
+per-step metrics that ``scripts/parity_sweep.py`` keeps as ``step_metric_means``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from layerpar.report.results import (
+    Record,
+    ReportError,
+    Results,
+    Table,
+    epoch_accuracies,
+    micro_batches,
+    recorded_commands,
+    signed,
+)
+
+SERIAL_TWIN = "parity/cpu-serial-fmnist20k-K2-s0.json"
+"""Serial backprop on the same 20k screen, seed and device."""
+
+
+def _method(r: Record) -> str:
+    lp = r["config"]["layerpar"]
+    if lp["method"] != "corrected":
+        return str(lp["method"])
+    what = "predict + correct" if lp.get("correct", True) else "local term, kept"
+    scale = lp.get("predictor_scale")
+    return f"{what}, {lp.get('predictor', 'linear')} (c = {'calibrated' if scale is None else f'{scale:g}'})"
+
+
+def _last_epoch_means(r: Record, prefix: str, boundaries: int) -> str:
+    means = r.get("step_metric_means") or []
+    if not means or r["config"]["layerpar"]["method"] != "corrected":
+        return "–"
+    last = means[-1]
+    values = [last.get(f"{prefix}/{k}") for k in range(boundaries)]
+    return " / ".join("–" if v is None else f"{float(v):.2f}" for v in values)
+
+
+def predictor_table(results: Results, args: Sequence[str]) -> Table:
+    """``predictors GLOB ...``: one row per run, sorted by K, micro-batches and method."""
+    if not args:
+        raise ReportError("predictors takes one or more globs of run files")
+    paths = sorted({path for pattern in args for path in results.glob(pattern)})
+    records = [results.load(path) for path in paths]
+    serial = float(results.load(SERIAL_TWIN)["final_test_acc"])
+    records.sort(key=lambda r: (int(r["stages"]), micro_batches(r["config"]), _method(r)))
+    header = (
+        "method",
+        "K",
+        "micro-batches M",
+        "test acc by epoch",
+        "gap to serial (pt)",
+        "adjoint cosine per boundary",
+        "scale c per boundary",
+    )
+    rows: list[tuple[str, ...]] = []
+    for r in records:
+        boundaries = int(r["stages"]) - 1
+        rows.append(
+            (
+                _method(r),
+                str(r["stages"]),
+                str(micro_batches(r["config"])),
+                " / ".join(f"{a:.4f}" for a in epoch_accuracies(r)),
+                signed(100 * (float(r["final_test_acc"]) - serial), 2),
+                _last_epoch_means(r, "predictor_cosine", boundaries),
+                _last_epoch_means(r, "predictor_scale", boundaries),
+            )
+        )
+    notes = (
+        f"Serial backprop on this screen: {100 * serial:.2f} % (`results/{SERIAL_TWIN}`). Adjoint cosine: "
+        "cos(prediction, true adjoint) of each micro-batch when its adjoint arrives, boundary 1 first, "
+        "mean over the last epoch; 1 = the prediction is the adjoint, 0 = no signal.",
+    )
+    return Table(header, rows, tuple(args), recorded_commands(records), notes)
