@@ -72,7 +72,7 @@ def print_info(config: RunConfig) -> None:
     console.print(table)
     method = setup.method
     console.print(
-        f"Method: {method.name} ({'an AuxNet' if method.needs_aux else 'no AuxNet'}); each step sends "
+        f"Method: {method.name} ({method.auxiliary()}); each step sends "
         f"forward {method.sends_forward}, backward {method.sends_backward}"
     )
     micro = micro_batches(config)

@@ -17,9 +17,6 @@ from layerpar.report.results import (
     signed,
 )
 
-SERIAL_TWIN = "parity/cpu-serial-fmnist20k-K2-s0.json"
-"""Serial backprop on the same 20k screen, seed and device."""
-
 
 def _method(r: Record) -> str:
     lp = r["config"]["layerpar"]
@@ -40,12 +37,14 @@ def _last_epoch_means(r: Record, prefix: str, boundaries: int) -> str:
 
 
 def predictor_table(results: Results, args: Sequence[str]) -> Table:
-    """``predictors GLOB ...``: one row per run, sorted by K, micro-batches and method."""
-    if not args:
-        raise ReportError("predictors takes one or more globs of run files")
-    paths = sorted({path for pattern in args for path in results.glob(pattern)})
+    """``predictors SERIAL.json GLOB ...``: one row per run of the globs, sorted by K,
+    micro-batches and method, each with its gap to the serial run (same data, seed and device)."""
+    if len(args) < 2:
+        raise ReportError("predictors takes the serial twin's run file, then one or more globs of run files")
+    twin, patterns = args[0], args[1:]
+    paths = sorted({path for pattern in patterns for path in results.glob(pattern)})
     records = [results.load(path) for path in paths]
-    serial = float(results.load(SERIAL_TWIN)["final_test_acc"])
+    serial = float(results.load(twin)["final_test_acc"])
     records.sort(key=lambda r: (int(r["stages"]), micro_batches(r["config"]), _method(r)))
     header = (
         "method",
@@ -71,8 +70,8 @@ def predictor_table(results: Results, args: Sequence[str]) -> Table:
             )
         )
     notes = (
-        f"Serial backprop on this screen: {100 * serial:.2f} % (`results/{SERIAL_TWIN}`). Adjoint cosine: "
+        f"Serial backprop on this screen: {100 * serial:.2f} % (`results/{twin}`). Adjoint cosine: "
         "cos(prediction, true adjoint) of each micro-batch when its adjoint arrives, boundary 1 first, "
         "mean over the last epoch; 1 = the prediction is the adjoint, 0 = no signal.",
     )
-    return Table(header, rows, tuple(args), recorded_commands(records), notes)
+    return Table(header, rows, tuple(args), recorded_commands([*records, results.load(twin)]), notes)

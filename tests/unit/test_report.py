@@ -192,3 +192,27 @@ def test_the_ablation_table_gives_each_oracle_its_gap_to_the_serial_twin_of_its_
     _ablation_run(tmp_path, "run-states-K2-s2", "states", 2, 2, 0.5)
     with pytest.raises(ReportError, match="no serial twin for seed"):
         ablation_table(Results(tmp_path), ["serial*.json", "run-*.json"])
+
+
+def _predictor_run(folder: Path, name: str, method: str, stages: int, acc: float, **layerpar) -> None:
+    means = [{f"predictor_cosine/{k}": 0.1 * (k + 1) for k in range(stages - 1)}] if method == "corrected" else []
+    record = {"stages": stages, "final_test_acc": acc, "epochs_log": [{"epoch": 1.0, "test_acc": acc}],
+              "step_metric_means": means, "command": "python scripts/parity_sweep.py",
+              "config": {"layerpar": {"method": method, "accumulate": 1, **layerpar},
+                         "parallel": {"stages": stages}}}  # fmt: skip
+    (folder / f"{name}.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+def test_the_predictor_table_sets_each_run_beside_serial_with_its_adjoint_cosines(tmp_path):
+    from layerpar.report.predictors import predictor_table
+    from layerpar.report.results import Results
+
+    _predictor_run(tmp_path, "serial", "serial", 1, 0.80)
+    _predictor_run(tmp_path, "run-pipelined", "pipelined", 3, 0.75)
+    _predictor_run(tmp_path, "run-corrected", "corrected", 3, 0.78, predictor="linear", predictor_scale=None)
+    table = predictor_table(Results(tmp_path), ["serial.json", "run-*.json"])
+    assert [row[:5] for row in table.rows] == [
+        ("pipelined", "3", "1", "0.7500", "−5.00"),
+        ("predict + correct, linear (c = calibrated)", "3", "1", "0.7800", "−2.00"),
+    ]
+    assert table.rows[0][5] == "–" and table.rows[1][5] == "0.10 / 0.20"

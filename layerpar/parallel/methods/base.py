@@ -97,6 +97,11 @@ class Method(ABC):
         """Raise ConfigError for settings this method cannot run (the message says the fix)."""
 
     @classmethod
+    def auxiliary(cls) -> str:
+        """The auxiliary network it trains, in words (``layerpar info``)."""
+        return "an AuxNet" if cls.needs_aux else "no AuxNet"
+
+    @classmethod
     def micro_batches(cls, config: RunConfig) -> int:
         """Micro-batches each batch is fed in (1: whole batches)."""
         return 1

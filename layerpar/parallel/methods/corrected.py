@@ -63,6 +63,10 @@ class Corrected(Pipelined):
         """Labels of the micro-batches still on their way to this module."""
 
     @classmethod
+    def auxiliary(cls) -> str:
+        return "no AuxNet; a classifier head per boundary predicts its adjoint"
+
+    @classmethod
     def check_config(cls, config: RunConfig) -> None:
         super().check_config(config)
         if config.is_diffusion or config.data.factory or config.train.loss:
