@@ -26,7 +26,8 @@ def train_arm(
     """Train ``arm`` on ``devices`` worker processes; returns the run's summary record."""
     from layerpar.launchers.local import launch_local
 
-    mode = registry.get(arm).train_mode
+    spec = registry.get(arm)
+    mode = spec.train_mode
     if mode is None:
         trained = [name for name, spec in registry.ARMS.items() if spec.train_mode is not None]
         raise ConfigError(f"arm {arm!r} is not trained to the end (step time only); --train trains {trained}")
@@ -38,7 +39,7 @@ def train_arm(
         "eval_every_steps": eval_every_steps,
     }
     parallel = {"stages": devices, "replicas": 1, "threads_per_worker": 1}
-    record = launch_local(replace(config, train=train, parallel=parallel))
+    record = launch_local(replace(spec.configured(config), train=train, parallel=parallel))
     assert record is not None
     return record
 

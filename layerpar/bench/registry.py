@@ -87,6 +87,17 @@ class ArmSpec:
     train_mode: Literal["serial", "layerpar"] | None = None
     """``--train`` trains it to the end with this ``train.mode`` (None: step time only; the
     exact-gradient arms reach serial's accuracy by construction)."""
+    method: str | None = None
+    """It runs ``layerpar.method`` = this instead of the config's (a second layer-parallel
+    method beside the ``layerpar`` arm in one invocation)."""
+
+    def configured(self, config: RunConfig) -> RunConfig:
+        """``config`` as this arm runs it."""
+        if self.method is None:
+            return config
+        from layerpar.config import replace
+
+        return replace(config, layerpar={"method": self.method})
 
     def device_counts(self, stages: Sequence[int]) -> list[int]:
         """The devices of each of its runs, given ``--stages``."""
@@ -123,6 +134,12 @@ def _run_layerpar(config: RunConfig, warmup: int, steps: int, *, microbatches: i
     from layerpar.bench.arms import arm_layerpar
 
     return arm_layerpar(config, warmup, steps, microbatches=microbatches)
+
+
+def _run_layerpar_corrected(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
+    from layerpar.bench.arms import arm_layerpar
+
+    return arm_layerpar(ARMS[CORRECTED].configured(config), warmup, steps, microbatches=microbatches)
 
 
 def _run_layerpar_minimal(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
@@ -232,6 +249,9 @@ SERIAL = "serial"
 LAYERPAR = "layerpar"
 """The layer-parallel arm (``--one-device`` measures its stages in turn)."""
 
+CORRECTED = "layerpar-corrected"
+"""Layer-parallel with the predict-then-correct method, beside the config's (issue 11)."""
+
 _SPECS = (
     ArmSpec(
         SERIAL,
@@ -247,6 +267,14 @@ _SPECS = (
         _run_layerpar,
         predict=_predict_layerpar,
         train_mode="layerpar",
+    ),
+    ArmSpec(
+        CORRECTED,
+        "layer-parallel, layerpar.method=corrected (heads predict each boundary's adjoint), K workers",
+        _run_layerpar_corrected,
+        train_mode="layerpar",
+        denoisers=False,
+        method="corrected",
     ),
     ArmSpec(
         "ddp",
