@@ -164,3 +164,18 @@ def test_pipelined_layerpar_arm_sends_an_activation_each_way_per_sample() -> Non
     assert (first["micro_batches"], first["weight_versions"]) == (3, 2)
     assert first["weight_bytes"] > 0 and first["activation_bytes"] > 0
     assert last["total_bytes"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_corrected_arm_runs_the_corrected_method_and_sends_what_the_pipelined_method_sends() -> None:
+    """``layerpar-corrected`` runs layerpar.method=corrected whatever the config's method: its
+    heads stay on their workers, so its messages are the pipelined method's, byte for byte."""
+    config = _tiny(parallel={"stages": 2}, layerpar={"method": "pipelined", "warmup_epochs": 0,
+                                                      "serial_final_epochs": 0})
+    corrected = run_arm("layerpar-corrected", 2, config, 2, 2, 4)
+    _check(corrected)
+    pipelined = run_arm("layerpar", 2, config, 2, 2, 4)
+    assert corrected["bytes_per_step"] == pipelined["bytes_per_step"] > 0
+    first, _ = corrected["stash_per_rank"]
+    assert (first["micro_batches"], first["weight_versions"]) == (3, 2)
