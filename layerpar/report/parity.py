@@ -2,8 +2,8 @@
 
 The runs of one setting (dataset, model, epochs, device, arm, K) are grouped by seed and set
 against serial backprop's runs of the same setting and seeds; the tables give both accuracies as
-mean ± std and the gap in points.  Blocks ``parity-pipelined``, ``parity-auxnet`` and
-``parity-runs``; value ``gap-range``.
+mean ± std and the gap in points.  Blocks ``parity-pipelined``, ``parity-corrected``,
+``parity-auxnet`` and ``parity-runs``; value ``gap-range``.
 """
 
 from __future__ import annotations
@@ -171,6 +171,14 @@ def parity_pipelined(results: Results, args: Sequence[str]) -> Table:
         "layer-parallel run's device was committed for this setting, and the gap is taken against it."
     )
     return Table(table.header, table.rows, table.sources, table.commands, (note,))
+
+
+def parity_corrected(results: Results, args: Sequence[str]) -> Table:
+    """The predict-then-correct method's full-data accuracy (issue 11), beside its serial twins."""
+    no_args("parity-corrected", args)
+    return parity_table(
+        results, ["parity/full-corrected-lin-*.json"], ["parity/full-serial-*.json"], "corrected", ["micro"]
+    )
 
 
 def parity_auxnet(results: Results, args: Sequence[str]) -> Table:

@@ -41,6 +41,9 @@ from layerpar.parallel.methods.pipelined import Pipelined
 from layerpar.parallel.pipeline_schedule import pipelined_tick
 from layerpar.parallel.stash import PendingForward, move_gradients, weight_staleness
 
+HEAD_SEED = 7919
+"""Seeds a boundary head's initial weights (with the run's seed and the stage)."""
+
 UPDATE_COSINE_EVERY = 16
 """Run steps between two measurements of ``prediction_update_cosine/k``: cos(Jᵀ m̂, Jᵀ v), the
 update the predictor drives against the exact gradient of the same micro-batch and weights."""
@@ -110,10 +113,12 @@ class Corrected(Pipelined):
     def _head_for(self, shape: tuple[int, ...]) -> AdjointHead:
         """The head, built at the first forward (the boundary's shape is known then)."""
         if self._head is None:
-            w = self.worker
-            classes = dataset_info(w.config.data.dataset).num_classes
-            lp = w.config.layerpar
-            self._head = AdjointHead(tuple(shape), classes, w.config.aux.lr, w.device, w.dtype, lp.predictor)
+            w, config = self.worker, self.worker.config
+            classes, predictor = dataset_info(config.data.dataset).num_classes, config.layerpar.predictor
+            # Its own seed: one process or K, the head starts from the same weights.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(HEAD_SEED + 1000 * config.train.seed + w.stage)
+                self._head = AdjointHead(shape, classes, config.aux.lr, w.device, w.dtype, predictor)
         return self._head
 
     def _scale(self, head: AdjointHead) -> torch.Tensor | float:
