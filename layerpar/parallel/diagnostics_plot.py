@@ -4,7 +4,8 @@ Per evaluation: serial-composition test accuracy, the AuxNet's state error ||a_k
 and multiplier error ||m_k − v_k||/||v_k|| against the true activation and adjoint; per step:
 the constraint residual ||h_k − a_k||/||h_k|| the modules trained against.  A pipelined run (no
 AuxNet) shows instead, per step, each module's weight staleness ||θ_now − θ_forward||/||θ_now||
-(how far its weights moved between a micro-batch's forward and its update) and the training loss.
+(how far its weights moved between a micro-batch's forward and its update) and the training loss;
+the predict-then-correct method, the adjoint cosine of its boundary heads' prediction in its place.
 """
 
 from __future__ import annotations
@@ -36,18 +37,21 @@ def plot_diagnostics(run_dir: str | Path) -> Path:
     title = "test accuracy" if key == "test_acc" else "held-out loss"
     axes[0].set(title=f"{title} (serial composition)", xlabel="epoch")
     pipelined = any(k.startswith("weight_staleness/") for r in steps for k in r)
+    predicted = any(k.startswith("predictor_cosine/") for r in steps for k in r)
+    third = (
+        ("predictor_cosine/", axes[2], "cos(predicted, true adjoint) (steps)", steps, False)
+        if predicted
+        else ("loss", axes[2], "training loss (train steps)", steps, True)
+    )
     panels = (
-        (
-            ("weight_staleness/", axes[1], "weight staleness ||θ−θ_fwd||/||θ|| (train steps)", steps),
-            ("loss", axes[2], "training loss (train steps)", steps),
-        )
+        (("weight_staleness/", axes[1], "weight staleness ||θ−θ_fwd||/||θ|| (steps)", steps, True), third)
         if pipelined
         else (
-            ("residual/", axes[1], "constraint residual ||h−a||/||h|| (train steps)", steps),
-            ("aux_state_error/", axes[2], "AuxNet errors vs true values (eval)", evals),
+            ("residual/", axes[1], "constraint residual ||h−a||/||h|| (train steps)", steps, True),
+            ("aux_state_error/", axes[2], "AuxNet errors vs true values (eval)", evals, True),
         )
     )
-    for prefix, axis, title, source in panels:
+    for prefix, axis, title, source, log in panels:
         xkey = "step" if source is steps else "epoch"
         keys = sorted(
             {
@@ -61,7 +65,7 @@ def plot_diagnostics(run_dir: str | Path) -> Path:
         keys = [k for k in keys if prefix != "loss" or k == "loss"]
         for key in keys:
             # Log axes: a zero (a micro-batch updated in the window it was forwarded in) is left out.
-            points = [(r[xkey], r[key]) for r in source if r.get(key) is not None and r[key] > 0]
+            points = [(r[xkey], r[key]) for r in source if r.get(key) is not None and (r[key] > 0 or not log)]
             axis.plot(
                 [p[0] for p in points],
                 [p[1] for p in points],
@@ -71,7 +75,8 @@ def plot_diagnostics(run_dir: str | Path) -> Path:
         axis.set(title=title, xlabel=xkey)
         if keys:
             axis.legend(fontsize=7)
-            axis.set_yscale("log")
+            if log:
+                axis.set_yscale("log")
     fig.tight_layout()
     path = run_dir / "diagnostics.png"
     fig.savefig(path, dpi=110)
