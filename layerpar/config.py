@@ -118,9 +118,10 @@ class LayerParConfig:
     2(K−1−k) micro-batches late, weights stashed; no AuxNet in the
     parallel steps), penalty (m ≡ 0), al (augmented Lagrangian, multipliers predicted by the
     AuxNet), delayed (AuxNet inputs, multipliers = the next module's true adjoints of the same
-    batch, applied K−1−k steps late) or corrected (pipelined, plus a local head per boundary
-    whose gradient predicts the adjoint at once, corrected when the true adjoint arrives).  One
-    file each under layerpar/parallel/methods/; the registry there lists them."""
+    batch, applied K−1−k steps late), corrected (pipelined, plus a local head per boundary
+    whose gradient predicts the adjoint at once, corrected when the true adjoint arrives) or local
+    (pipelined, plus each head's local cross-entropy kept: deep supervision).  One file each under
+    layerpar/parallel/methods/; the registry there lists them."""
     beta: float = 0.01
     """Penalty weight β of (β/2)||h − a||², summed over a sample's features."""
     beta_final: float | None = None
@@ -156,7 +157,8 @@ class LayerParConfig:
     predictor_scale: float | None = None
     """Method corrected: the scale c of the adjoint prediction c·m̂.  null:
     calibrated against the true adjoints as they arrive (least squares, floored at 0); 0: no
-    prediction (the pipelined method exactly)."""
+    prediction (the pipelined method exactly).  Method local: the weight α of the local loss
+    (null: 1)."""
     correct: bool = True
     """Method corrected: subtract each applied prediction when the true adjoint arrives, so the
     two parts sum to the exact delayed gradient.  false: the prediction stays (a local

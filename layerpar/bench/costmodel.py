@@ -198,7 +198,7 @@ def predict_layerpar(
 ) -> Prediction | None:
     if profile.method == "pipelined" and stages > 1:
         return predict_pipelined(profile, stages, replicas, link, contention)
-    if profile.method == "corrected":
+    if profile.method in ("corrected", "local"):
         return None  # its heads and second backward are not modelled: no prediction, not a guess
     bounds = partition_bounds(profile, stages)
     batch = profile.batch_size // replicas

@@ -40,7 +40,7 @@ def build_step(config: RunConfig, total_steps: int) -> tuple[Callable[[int], Non
             f"layerpar-minimal needs K >= 2 processes and parallel.stages = K "
             f"(got K={world}, stages={config.parallel.stages})"
         )
-    if config.layerpar.method in ("delayed", "pipelined", "corrected"):
+    if config.layerpar.method in ("delayed", "pipelined", "corrected", "local"):
         raise ConfigError(
             "layerpar-minimal writes out the penalty/AL step only; bench it with "
             "--set layerpar.method=al (or penalty), or drop the layerpar-minimal arm"

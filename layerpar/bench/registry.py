@@ -142,6 +142,12 @@ def _run_layerpar_corrected(config: RunConfig, warmup: int, steps: int, *, micro
     return arm_layerpar(ARMS[CORRECTED].configured(config), warmup, steps, microbatches=microbatches)
 
 
+def _run_layerpar_local(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
+    from layerpar.bench.arms import arm_layerpar
+
+    return arm_layerpar(ARMS[LOCAL].configured(config), warmup, steps, microbatches=microbatches)
+
+
 def _run_layerpar_minimal(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
     from layerpar.bench.minimal_arm import arm_layerpar_minimal
 
@@ -252,6 +258,9 @@ LAYERPAR = "layerpar"
 CORRECTED = "layerpar-corrected"
 """Layer-parallel with the predict-then-correct method, beside the config's (issue 11)."""
 
+LOCAL = "layerpar-local"
+"""Layer-parallel with the local-heads method, beside the config's (issue 11)."""
+
 _SPECS = (
     ArmSpec(
         SERIAL,
@@ -275,6 +284,14 @@ _SPECS = (
         train_mode="layerpar",
         denoisers=False,
         method="corrected",
+    ),
+    ArmSpec(
+        LOCAL,
+        "layer-parallel, layerpar.method=local (local classifier heads kept: deep supervision), K workers",
+        _run_layerpar_local,
+        train_mode="layerpar",
+        denoisers=False,
+        method="local",
     ),
     ArmSpec(
         "ddp",

@@ -2,7 +2,7 @@
 
 The runs of one setting (dataset, model, epochs, device, arm, K) are grouped by seed and set
 against serial backprop's runs of the same setting and seeds; the tables give both accuracies as
-mean ± std and the gap in points.  Blocks ``parity-pipelined``, ``parity-corrected``,
+mean ± std and the gap in points.  Blocks ``parity-pipelined``, ``parity-heads``,
 ``parity-auxnet`` and ``parity-runs``; value ``gap-range``.
 """
 
@@ -173,11 +173,16 @@ def parity_pipelined(results: Results, args: Sequence[str]) -> Table:
     return Table(table.header, table.rows, table.sources, table.commands, (note,))
 
 
-def parity_corrected(results: Results, args: Sequence[str]) -> Table:
-    """The predict-then-correct method's full-data accuracy (issue 11), beside its serial twins."""
-    no_args("parity-corrected", args)
+def parity_heads(results: Results, args: Sequence[str]) -> Table:
+    """The boundary-head methods' full-data accuracy (issue 11: predict-then-correct, and the
+    heads' local term kept), beside their serial twins."""
+    no_args("parity-heads", args)
     return parity_table(
-        results, ["parity/full-corrected-lin-*.json"], ["parity/full-serial-*.json"], "corrected", ["micro"]
+        results,
+        ["parity/full-corrected-*.json", "parity/full-local-*.json"],
+        ["parity/full-serial-*.json"],
+        "layer-parallel",
+        ["arm", "micro"],
     )
 
 

@@ -20,16 +20,21 @@ from layerpar.report.results import (
 
 def _method(r: Record) -> str:
     lp = r["config"]["layerpar"]
+    if lp["method"] == "local":
+        alpha = lp.get("predictor_scale")
+        return f"local term, kept, gradient (α = {1 if alpha is None else alpha:g})"
     if lp["method"] != "corrected":
         return str(lp["method"])
-    what = "predict + correct" if lp.get("correct", True) else "local term, kept"
     scale = lp.get("predictor_scale")
-    return f"{what}, {lp.get('predictor', 'linear')} (c = {'calibrated' if scale is None else f'{scale:g}'})"
+    if not lp.get("correct", True):  # the local method's settings, spelt out
+        return f"local term, kept, {lp.get('predictor', 'linear')} (α = {1 if scale is None else scale:g})"
+    c = "calibrated" if scale is None else f"{scale:g}"
+    return f"predict + correct, {lp.get('predictor', 'linear')} (c = {c})"
 
 
 def _last_epoch_means(r: Record, prefix: str, boundaries: int) -> str:
     means = r.get("step_metric_means") or []
-    if not means or r["config"]["layerpar"]["method"] != "corrected":
+    if not means or r["config"]["layerpar"]["method"] not in ("corrected", "local"):
         return "–"
     last = means[-1]
     values = [last.get(f"{prefix}/{k}") for k in range(boundaries)]
@@ -53,6 +58,7 @@ def predictor_table(results: Results, args: Sequence[str]) -> Table:
         "test acc by epoch",
         "gap to serial (pt)",
         "adjoint cosine per boundary",
+        "update cosine per module",
         "scale c per boundary",
     )
     rows: list[tuple[str, ...]] = []
@@ -66,12 +72,15 @@ def predictor_table(results: Results, args: Sequence[str]) -> Table:
                 " / ".join(f"{a:.4f}" for a in epoch_accuracies(r)),
                 signed(100 * (float(r["final_test_acc"]) - serial), 2),
                 _last_epoch_means(r, "predictor_cosine", boundaries),
+                _last_epoch_means(r, "prediction_update_cosine", boundaries),
                 _last_epoch_means(r, "predictor_scale", boundaries),
             )
         )
     notes = (
         f"Serial backprop on this screen: {100 * serial:.2f} % (`results/{twin}`). Adjoint cosine: "
         "cos(prediction, true adjoint) of each micro-batch when its adjoint arrives, boundary 1 first, "
-        "mean over the last epoch; 1 = the prediction is the adjoint, 0 = no signal.",
+        "mean over the last epoch; 1 = the prediction is the adjoint, 0 = no signal. Update cosine: "
+        "cos(update the head's prediction drives, exact gradient of the same micro-batch and weights), "
+        "module 1 first. Scale: c (α for a kept local term).",
     )
     return Table(header, rows, tuple(args), recorded_commands([*records, results.load(twin)]), notes)

@@ -26,7 +26,7 @@ from layerpar.report.costmodel import (
 )
 from layerpar.report.diagnosis import ablation_table, diagnosis_table
 from layerpar.report.diffusion import diffusion_seeds_table, diffusion_table
-from layerpar.report.parity import gap_range, parity_auxnet, parity_corrected, parity_pipelined, parity_runs
+from layerpar.report.parity import gap_range, parity_auxnet, parity_heads, parity_pipelined, parity_runs
 from layerpar.report.predictors import predictor_table
 from layerpar.report.reliability import reliability_table
 from layerpar.report.results import Results, Table
@@ -45,7 +45,7 @@ from layerpar.report.screens import screen
 BLOCKS: dict[str, Callable[[Results, Sequence[str]], Table]] = {
     "parity-pipelined": parity_pipelined,
     "parity-auxnet": parity_auxnet,
-    "parity-corrected": parity_corrected,
+    "parity-heads": parity_heads,
     "parity-runs": parity_runs,
     "screen": screen,
     "bench": bench_table,

@@ -173,7 +173,7 @@ def micro_batches(config: Record) -> int:
     """M of a recorded config: ``accumulate`` if set, else the default; a config from before the
     option existed (no ``accumulate`` key) ran one micro-batch per batch."""
     layerpar = config["layerpar"]
-    if layerpar.get("method") not in ("pipelined", "corrected") or "accumulate" not in layerpar:
+    if layerpar.get("method") not in ("pipelined", "corrected", "local") or "accumulate" not in layerpar:
         return 1
     return int(layerpar["accumulate"] or default_micro_batches(int(config["parallel"]["stages"])))
 

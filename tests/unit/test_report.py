@@ -215,4 +215,4 @@ def test_the_predictor_table_sets_each_run_beside_serial_with_its_adjoint_cosine
         ("pipelined", "3", "1", "0.7500", "−5.00"),
         ("predict + correct, linear (c = calibrated)", "3", "1", "0.7800", "−2.00"),
     ]
-    assert table.rows[0][5] == "–" and table.rows[1][5] == "0.10 / 0.20"
+    assert table.rows[0][5] == "–" and table.rows[1][5] == "0.10 / 0.20" and table.rows[1][6] == "– / –"

@@ -114,15 +114,30 @@ class Corrected(Pipelined):
         """The head, built at the first forward (the boundary's shape is known then)."""
         if self._head is None:
             w, config = self.worker, self.worker.config
-            classes, predictor = dataset_info(config.data.dataset).num_classes, config.layerpar.predictor
+            classes, predictor = dataset_info(config.data.dataset).num_classes, self.predictor(config)
             # Its own seed: one process or K, the head starts from the same weights.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(HEAD_SEED + 1000 * config.train.seed + w.stage)
                 self._head = AdjointHead(shape, classes, config.aux.lr, w.device, w.dtype, predictor)
         return self._head
 
+    # The three settings a subclass may fix (``methods/local.py``).
+
+    @classmethod
+    def predictor(cls, config: RunConfig) -> str:
+        return config.layerpar.predictor
+
+    @classmethod
+    def fixed_scale(cls, config: RunConfig) -> float | None:
+        """c when fixed; None: calibrated."""
+        return config.layerpar.predictor_scale
+
+    @classmethod
+    def corrects(cls, config: RunConfig) -> bool:
+        return config.layerpar.correct
+
     def _scale(self, head: AdjointHead) -> torch.Tensor | float:
-        fixed = self.worker.config.layerpar.predictor_scale
+        fixed = self.fixed_scale(self.worker.config)
         return head.scale() if fixed is None else fixed
 
     # ------------------------------------------------------------------ phases
@@ -181,7 +196,7 @@ class Corrected(Pipelined):
         prediction, applied = self._predictions.popleft()
         assert self._head is not None
         s.metrics[f"predictor_cosine/{w.stage}"] = self._head.observe(prediction, adjoint)
-        correct = w.config.layerpar.correct
+        correct = self.corrects(w.config)
         residual = adjoint - applied * prediction.raw if correct else adjoint
         predicted = None
         if w.run_step % UPDATE_COSINE_EVERY == 0:

@@ -16,12 +16,14 @@ from layerpar.parallel.methods.al import AugmentedLagrangian
 from layerpar.parallel.methods.base import Method
 from layerpar.parallel.methods.corrected import Corrected
 from layerpar.parallel.methods.delayed import Delayed
+from layerpar.parallel.methods.local import LocalHeads
 from layerpar.parallel.methods.penalty import Penalty
 from layerpar.parallel.methods.pipelined import Pipelined
 from layerpar.parallel.methods.serial import Serial
 
 METHODS: dict[str, type[Method]] = {
-    method.name: method for method in (Pipelined, AugmentedLagrangian, Penalty, Delayed, Corrected, Serial)
+    method.name: method
+    for method in (Pipelined, AugmentedLagrangian, Penalty, Delayed, Corrected, LocalHeads, Serial)
 }
 
 

@@ -90,6 +90,21 @@ def test_prediction_and_correction_sum_to_the_exact_delayed_gradient(tmp_path, s
         assert differs > 1e-3, k
 
 
+def test_the_local_method_is_corrected_with_its_local_term_kept(tmp_path):
+    """``layerpar.method: local`` = corrected with the gradient predictor, α = 1, no correction:
+    the same gradients at every step; and the kept term changes them (it is not the pipelined
+    method)."""
+    _, local = _run(tmp_path, "l", "local", 3, "optim.lr=0.05")
+    _, spelt = _run(tmp_path, "c", "corrected", 3, "optim.lr=0.05", "layerpar.predictor=gradient",
+                    "layerpar.predictor_scale=1", "layerpar.correct=false")  # fmt: skip
+    _, pipelined = _run(tmp_path, "p", "pipelined", 3, "optim.lr=0.05")
+    for step in range(STEPS):
+        for stage in range(3):
+            if any(float(g.abs().max()) > 0 for g in spelt[step][stage]):
+                assert relative_error(local[step][stage], spelt[step][stage]) < 1e-12, (step, stage)
+    assert relative_error(local[STEPS - 1][0], pipelined[STEPS - 1][0]) > 1e-2
+
+
 def test_the_calibration_fits_the_prediction_to_the_adjoint():
     head = AdjointHead((4,), 3, 1e-3, torch.device("cpu"), torch.float64)
     assert float(head.scale()) == 0.0  # nothing observed: predict nothing
