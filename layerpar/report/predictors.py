@@ -42,19 +42,21 @@ def _last_epoch_means(r: Record, prefix: str, boundaries: int) -> str:
 
 
 def predictor_table(results: Results, args: Sequence[str]) -> Table:
-    """``predictors SERIAL.json GLOB ...``: one row per run of the globs, sorted by K,
-    micro-batches and method, each with its gap to the serial run (same data, seed and device)."""
+    """``predictors SERIAL[,SERIAL...] GLOB ...``: one row per run of the globs, sorted by K,
+    micro-batches, method and seed, each with its gap to the serial run of its seed (same data
+    and device)."""
     if len(args) < 2:
-        raise ReportError("predictors takes the serial twin's run file, then one or more globs of run files")
-    twin, patterns = args[0], args[1:]
+        raise ReportError("predictors takes the serial runs (a comma list), then globs of run files")
+    twins, patterns = args[0].split(","), args[1:]
+    serial = {int(r["seed"]): float(r["final_test_acc"]) for r in map(results.load, twins)}
     paths = sorted({path for pattern in patterns for path in results.glob(pattern)})
     records = [results.load(path) for path in paths]
-    serial = float(results.load(twin)["final_test_acc"])
-    records.sort(key=lambda r: (int(r["stages"]), micro_batches(r["config"]), _method(r)))
+    records.sort(key=lambda r: (int(r["stages"]), micro_batches(r["config"]), _method(r), int(r["seed"])))
     header = (
         "method",
         "K",
         "micro-batches M",
+        "seed",
         "test acc by epoch",
         "gap to serial (pt)",
         "adjoint cosine per boundary",
@@ -63,24 +65,29 @@ def predictor_table(results: Results, args: Sequence[str]) -> Table:
     )
     rows: list[tuple[str, ...]] = []
     for r in records:
-        boundaries = int(r["stages"]) - 1
+        seed, boundaries = int(r["seed"]), int(r["stages"]) - 1
+        if seed not in serial:
+            raise ReportError(f"no serial twin for seed {seed} among {', '.join(twins)}")
         rows.append(
             (
                 _method(r),
                 str(r["stages"]),
                 str(micro_batches(r["config"])),
+                str(seed),
                 " / ".join(f"{a:.4f}" for a in epoch_accuracies(r)),
-                signed(100 * (float(r["final_test_acc"]) - serial), 2),
+                signed(100 * (float(r["final_test_acc"]) - serial[seed]), 2),
                 _last_epoch_means(r, "predictor_cosine", boundaries),
                 _last_epoch_means(r, "prediction_update_cosine", boundaries),
                 _last_epoch_means(r, "predictor_scale", boundaries),
             )
         )
+    accs = ", ".join(f"{100 * acc:.2f} % (seed {seed})" for seed, acc in sorted(serial.items()))
     notes = (
-        f"Serial backprop on this screen: {100 * serial:.2f} % (`results/{twin}`). Adjoint cosine: "
-        "cos(prediction, true adjoint) of each micro-batch when its adjoint arrives, boundary 1 first, "
-        "mean over the last epoch; 1 = the prediction is the adjoint, 0 = no signal. Update cosine: "
-        "cos(update the head's prediction drives, exact gradient of the same micro-batch and weights), "
-        "module 1 first. Scale: c (α for a kept local term).",
+        f"Serial backprop on this screen: {accs}. Adjoint cosine: cos(prediction, true adjoint) of each "
+        "micro-batch when its adjoint arrives, boundary 1 first, mean over the last epoch; 1 = the "
+        "prediction is the adjoint, 0 = no signal. Update cosine: cos(update the head's prediction "
+        "drives, exact gradient of the same micro-batch and weights), module 1 first. Scale: c (α for a "
+        "kept local term).",
     )
-    return Table(header, rows, tuple(args), recorded_commands([*records, results.load(twin)]), notes)
+    used = [*records, *map(results.load, twins)]
+    return Table(header, rows, (*twins, *patterns), recorded_commands(used), notes)

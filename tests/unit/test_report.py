@@ -196,7 +196,7 @@ def test_the_ablation_table_gives_each_oracle_its_gap_to_the_serial_twin_of_its_
 
 def _predictor_run(folder: Path, name: str, method: str, stages: int, acc: float, **layerpar) -> None:
     means = [{f"predictor_cosine/{k}": 0.1 * (k + 1) for k in range(stages - 1)}] if method == "corrected" else []
-    record = {"stages": stages, "final_test_acc": acc, "epochs_log": [{"epoch": 1.0, "test_acc": acc}],
+    record = {"stages": stages, "seed": 0, "final_test_acc": acc, "epochs_log": [{"epoch": 1.0, "test_acc": acc}],
               "step_metric_means": means, "command": "python scripts/parity_sweep.py",
               "config": {"layerpar": {"method": method, "accumulate": 1, **layerpar},
                          "parallel": {"stages": stages}}}  # fmt: skip
@@ -211,8 +211,8 @@ def test_the_predictor_table_sets_each_run_beside_serial_with_its_adjoint_cosine
     _predictor_run(tmp_path, "run-pipelined", "pipelined", 3, 0.75)
     _predictor_run(tmp_path, "run-corrected", "corrected", 3, 0.78, predictor="linear", predictor_scale=None)
     table = predictor_table(Results(tmp_path), ["serial.json", "run-*.json"])
-    assert [row[:5] for row in table.rows] == [
-        ("pipelined", "3", "1", "0.7500", "−5.00"),
-        ("predict + correct, linear (c = calibrated)", "3", "1", "0.7800", "−2.00"),
+    assert [row[:6] for row in table.rows] == [
+        ("pipelined", "3", "1", "0", "0.7500", "−5.00"),
+        ("predict + correct, linear (c = calibrated)", "3", "1", "0", "0.7800", "−2.00"),
     ]
-    assert table.rows[0][5] == "–" and table.rows[1][5] == "0.10 / 0.20" and table.rows[1][6] == "– / –"
+    assert table.rows[0][6] == "–" and table.rows[1][6] == "0.10 / 0.20" and table.rows[1][7] == "– / –"
