@@ -39,7 +39,7 @@ from layerpar.errors import ConfigError
 from layerpar.parallel.context import StageContext
 from layerpar.parallel.methods.pipelined import Pipelined
 from layerpar.parallel.pipeline_schedule import pipelined_tick
-from layerpar.parallel.stash import PendingForward, move_gradients, weight_staleness
+from layerpar.parallel.stash import PendingForward, move_gradients
 
 HEAD_SEED = 7919
 """Seeds a boundary head's initial weights (with the run's seed and the stage)."""
@@ -212,9 +212,4 @@ class Corrected(Pipelined):
             s.metrics[f"prediction_update_cosine/{w.stage}"] = torch.nn.functional.cosine_similarity(
                 _flat(predicted), exact, dim=0
             )
-        with w.clock("stash"):
-            move_gradients(w.module, oldest.weights)
-            if w.opens_window:
-                s.metrics[f"weight_staleness/{w.stage}"] = weight_staleness(w.module, oldest.weights)
-        if not w.is_first:
-            self._adjoint = oldest.u.grad
+        self._finish_backward(oldest)

@@ -204,6 +204,12 @@ class Pipelined(Method):
         oldest = self._pending.popleft()
         with w.clock("backward"):
             oldest.h.backward(adjoint_next.to(oldest.h.dtype))
+        self._finish_backward(oldest)
+
+    def _finish_backward(self, oldest: PendingForward) -> None:
+        """The oldest micro-batch's backward is done: its gradients into the module (this
+        window's sum) and its input adjoint out to module k − 1."""
+        w, s = self.worker, self.state
         with w.clock("stash"):
             move_gradients(w.module, oldest.weights)
             if w.opens_window:
