@@ -106,10 +106,15 @@ def measure_contention(
 def _wait(event: Any, proc: Any, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not event.wait(0.1):
-        if not proc.is_alive() or time.monotonic() > deadline:
+        if not proc.is_alive():
             raise RuntimeError(
                 f"the contention helper process stopped answering (exit code {proc.exitcode}); "
                 "call measure_contention from code guarded by `if __name__ == '__main__':`"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the contention helper process did not answer within {timeout_s:g} s: is the machine "
+                "busy with other work? Measure on an idle machine"
             )
 
 

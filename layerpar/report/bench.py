@@ -30,6 +30,8 @@ PIPELINE_ARMS = ("gpipe", "1f1b", "interleaved1f1b", "interleavedzb", "zbv", "du
 ARMS = {
     "serial": "serial backprop",
     "layerpar-minimal": "layerpar-minimal (hand-written loop, same math)",
+    "layerpar-local": "layerpar-local (pipelined + local classifier heads)",
+    "layerpar-corrected": "layerpar-corrected (pipelined + predicted adjoints, corrected)",
     "ddp": "DDP",
     "gpipe": "GPipe (torch.distributed.pipelining)",
     "1f1b": "1F1B",

@@ -174,15 +174,10 @@ def parity_pipelined(results: Results, args: Sequence[str]) -> Table:
 
 
 def parity_heads(results: Results, args: Sequence[str]) -> Table:
-    """The boundary-head methods' full-data accuracy (issue 11: predict-then-correct, and the
-    heads' local term kept), beside their serial twins."""
+    """The local-heads method's full-data accuracy (issue 11), beside its serial twins."""
     no_args("parity-heads", args)
     return parity_table(
-        results,
-        ["parity/full-corrected-*.json", "parity/full-local-*.json"],
-        ["parity/full-serial-*.json"],
-        "layer-parallel",
-        ["arm", "micro"],
+        results, ["parity/full-local-*.json"], ["parity/full-serial-*.json"], "local heads", ["micro"]
     )
 
 
