@@ -5,8 +5,12 @@ The pipelined method updates module k with the true adjoint v of a micro-batch D
 micro-steps after its forward: exact, but late.  Here module k also has a local head
 (``auxnet/adjoint_head.py``) on its own output h_k and the label, and
 
-    at the forward of micro-batch j:   apply  Jᵀ m̂_j,  m̂_j = c_k · ∇_h CE(head_k(h_j), y_j)
+    at the forward of micro-batch j:   apply  Jᵀ m̂_j   (m̂_j: the head's prediction of v_j)
     when v_j arrives (D_k steps later): apply  Jᵀ (v_j − m̂_j)       (on the same stashed graph)
+
+m̂ = c_k · Gᵀ(p̂ − onehot(y)), the later modules' mean Jacobian fitted to the arriving adjoints
+applied to the head's label error (``predictor: linear``), or c_k · ∇_h CE(head_k(h_j), y_j)
+(``gradient``); c_k is calibrated by least squares against the arriving adjoints.
 
 so the two parts of every micro-batch sum to the pipelined method's exact delayed gradient Jᵀ v_j
 (J: module k's Jacobian at the weights of the forward).  A good predictor moves most of each
