@@ -94,12 +94,12 @@ class Pipelined(Method):
         lp, micro, replicas = config.layerpar, cls.micro_batches(config), config.parallel.replicas
         if lp.serial_every:
             raise ConfigError(
-                "layerpar.method=pipelined keeps K−1 micro-batches in flight, and every serial step drains "
+                f"layerpar.method={cls.name} keeps K−1 micro-batches in flight, and every serial step drains "
                 f"the pipeline: set layerpar.serial_every=0 (got {lp.serial_every})"
             )
         if micro > 1 and (lp.warmup_epochs or lp.serial_final_epochs):
             raise ConfigError(
-                f"layerpar.method=pipelined with {micro} micro-batches per step runs no serial phases: "
+                f"layerpar.method={cls.name} with {micro} micro-batches per step runs no serial phases: "
                 f"set layerpar.warmup_epochs=0 and layerpar.serial_final_epochs=0 (got "
                 f"{lp.warmup_epochs} and {lp.serial_final_epochs}), or layerpar.accumulate=1"
             )
