@@ -12,7 +12,8 @@ Adding an arm:
 1. write its per-rank function, ``(config, warmup, steps, *, microbatches, **_) -> (step
    seconds, bytes sent per step)``, in an arm module (``arms.py``, or a file of its own such as
    ``deepspeed_arm.py``); time it with ``common.time_steps`` so that bytes are counted;
-2. add an ``ArmSpec`` to ``ARMS`` below, with a two-line ``run`` hook that imports that function;
+2. add a two-line ``run`` hook that imports that function to ``arm_hooks.py``, and an ``ArmSpec``
+   to ``ARMS`` below;
    optionally a ``predict`` hook into ``costmodel.py``.
 
 The hooks import their modules when called: reading the registry (``layerpar --help``) imports
@@ -24,36 +25,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
+from layerpar.bench import arm_hooks as hooks
+from layerpar.bench.arm_hooks import PredictFn, RunFn
 from layerpar.errors import ConfigError
 
 if TYPE_CHECKING:
-    from layerpar.bench.common import StepTimes
-    from layerpar.bench.costmodel import Link, Prediction
-    from layerpar.bench.profile import Profile
     from layerpar.config import RunConfig
-
-
-class RunFn(Protocol):
-    """An arm's per-rank function: this rank's step seconds and its bytes sent per step."""
-
-    def __call__(self, config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes: ...
-
-
-class PredictFn(Protocol):
-    """An arm's cost model: predicted step on ``stages`` × ``replicas`` devices (None: no layout)."""
-
-    def __call__(
-        self,
-        profile: Profile,
-        stages: int,
-        replicas: int,
-        *,
-        link: Link,
-        microbatches: int,
-        contention: float,
-    ) -> Prediction | None: ...
 
 
 @dataclass(frozen=True)
@@ -109,144 +88,6 @@ class ArmSpec:
 
 
 # --------------------------------------------------------------------------------------------
-# Hooks (each imports its module when called)
-
-
-def _run_serial(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
-    from layerpar.bench.arms import arm_serial
-
-    return arm_serial(config, warmup, steps, microbatches=microbatches)
-
-
-def _run_serial_threads(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
-    from layerpar.bench.arms import arm_serial_threads
-
-    return arm_serial_threads(config, warmup, steps, microbatches=microbatches)
-
-
-def _run_contention(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
-    from layerpar.bench.arms import arm_serial_copies
-
-    return arm_serial_copies(config, warmup, steps, microbatches=microbatches)
-
-
-def _run_layerpar(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
-    from layerpar.bench.arms import arm_layerpar
-
-    return arm_layerpar(config, warmup, steps, microbatches=microbatches)
-
-
-def _run_layerpar_corrected(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
-    from layerpar.bench.arms import arm_layerpar
-
-    return arm_layerpar(ARMS[CORRECTED].configured(config), warmup, steps, microbatches=microbatches)
-
-
-def _run_layerpar_local(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
-    from layerpar.bench.arms import arm_layerpar
-
-    return arm_layerpar(ARMS[LOCAL].configured(config), warmup, steps, microbatches=microbatches)
-
-
-def _run_layerpar_minimal(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
-    from layerpar.bench.minimal_arm import arm_layerpar_minimal
-
-    return arm_layerpar_minimal(config, warmup, steps, microbatches=microbatches)
-
-
-def _run_ddp(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
-    from layerpar.bench.arms import arm_ddp
-
-    return arm_ddp(config, warmup, steps, microbatches=microbatches)
-
-
-def _run_gpipe(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
-    from layerpar.bench.arms import arm_pipeline
-
-    return arm_pipeline(config, warmup, steps, schedule="gpipe", microbatches=microbatches)
-
-
-def _run_1f1b(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
-    from layerpar.bench.arms import arm_pipeline
-
-    return arm_pipeline(config, warmup, steps, schedule="1f1b", microbatches=microbatches)
-
-
-def _multistage(schedule: str) -> RunFn:
-    def run(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
-        from layerpar.bench.multistage_arms import arm_multistage
-
-        return arm_multistage(config, warmup, steps, schedule=schedule, microbatches=microbatches)
-
-    return run
-
-
-def _run_deepspeed(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
-    from layerpar.bench.deepspeed_arm import arm_deepspeed
-
-    return arm_deepspeed(config, warmup, steps, microbatches=microbatches)
-
-
-def _predict_serial(
-    profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
-) -> Prediction | None:
-    from layerpar.bench.costmodel import predict_serial
-
-    return predict_serial(profile) if stages == 1 and replicas == 1 else None
-
-
-def _predict_contention(
-    profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
-) -> Prediction | None:
-    from layerpar.bench.costmodel import predict_serial_copies
-
-    return predict_serial_copies(profile, stages * replicas, contention)
-
-
-def _predict_layerpar(
-    profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
-) -> Prediction | None:
-    from layerpar.bench.costmodel import predict_layerpar
-
-    return predict_layerpar(profile, stages, replicas, link, contention)
-
-
-def _predict_ddp(
-    profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
-) -> Prediction | None:
-    from layerpar.bench.costmodel import predict_ddp
-
-    return predict_ddp(profile, stages * replicas, link, contention, stages, replicas)
-
-
-def _predict_gpipe(
-    profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
-) -> Prediction | None:
-    from layerpar.bench.costmodel import predict_pipeline
-
-    return predict_pipeline(profile, stages, replicas, microbatches, link, contention, "gpipe")
-
-
-def _predict_multistage(schedule: str) -> PredictFn:
-    def hook(
-        profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
-    ) -> Prediction | None:
-        from layerpar.bench.costmodel_multistage import predict_multistage
-
-        return predict_multistage(profile, stages, replicas, microbatches, link, contention, schedule)
-
-    return hook
-
-
-def _predict_1f1b(
-    profile: Profile, stages: int, replicas: int, *, link: Link, microbatches: int, contention: float
-) -> Prediction | None:
-    from layerpar.bench.costmodel import predict_pipeline
-
-    return predict_pipeline(profile, stages, replicas, microbatches, link, contention, "1f1b")
-
-
-# --------------------------------------------------------------------------------------------
 # The registry
 
 SERIAL = "serial"
@@ -265,22 +106,22 @@ _SPECS = (
     ArmSpec(
         SERIAL,
         "serial backprop on one device",
-        _run_serial,
+        hooks.run_serial,
         devices="one",
-        predict=_predict_serial,
+        predict=hooks.predict_serial,
         train_mode="serial",
     ),
     ArmSpec(
         LAYERPAR,
         "layer-parallel training (layerpar.method of the config), K stage workers",
-        _run_layerpar,
-        predict=_predict_layerpar,
+        hooks.run_layerpar,
+        predict=hooks.predict_layerpar,
         train_mode="layerpar",
     ),
     ArmSpec(
         CORRECTED,
         "layer-parallel, layerpar.method=corrected (heads predict each boundary's adjoint), K workers",
-        _run_layerpar_corrected,
+        hooks.run_with_method("corrected"),
         train_mode="layerpar",
         denoisers=False,
         method="corrected",
@@ -288,7 +129,7 @@ _SPECS = (
     ArmSpec(
         LOCAL,
         "layer-parallel, layerpar.method=local (local classifier heads kept: deep supervision), K workers",
-        _run_layerpar_local,
+        hooks.run_with_method("local"),
         train_mode="layerpar",
         denoisers=False,
         method="local",
@@ -296,82 +137,82 @@ _SPECS = (
     ArmSpec(
         "ddp",
         "DistributedDataParallel over K devices (a communication hook counts its bytes)",
-        _run_ddp,
-        predict=_predict_ddp,
+        hooks.run_ddp,
+        predict=hooks.predict_ddp,
         splits_model=False,
     ),
     ArmSpec(
         "gpipe",
         "GPipe, torch.distributed.pipelining, M micro-batches",
-        _run_gpipe,
+        hooks.run_gpipe,
         microbatches=True,
-        predict=_predict_gpipe,
+        predict=hooks.predict_gpipe,
     ),
     ArmSpec(
         "1f1b",
         "1F1B, torch.distributed.pipelining, M micro-batches",
-        _run_1f1b,
+        hooks.run_1f1b,
         microbatches=True,
-        predict=_predict_1f1b,
+        predict=hooks.predict_1f1b,
     ),
     ArmSpec(
         "interleaved1f1b",
         "interleaved 1F1B, torch.distributed.pipelining, 2 stages per rank, M micro-batches",
-        _multistage("interleaved1f1b"),
+        hooks.multistage("interleaved1f1b"),
         microbatches=True,
-        predict=_predict_multistage("interleaved1f1b"),
+        predict=hooks.predict_multistage("interleaved1f1b"),
     ),
     ArmSpec(
         "interleavedzb",
         "interleaved zero-bubble, torch.distributed.pipelining, 2 stages per rank, M micro-batches",
-        _multistage("interleavedzb"),
+        hooks.multistage("interleavedzb"),
         microbatches=True,
-        predict=_predict_multistage("interleavedzb"),
+        predict=hooks.predict_multistage("interleavedzb"),
         denoisers=False,
     ),
     ArmSpec(
         "zbv",
         "ZBV zero-bubble (V-shaped), torch.distributed.pipelining, M micro-batches",
-        _multistage("zbv"),
+        hooks.multistage("zbv"),
         microbatches=True,
-        predict=_predict_multistage("zbv"),
+        predict=hooks.predict_multistage("zbv"),
         denoisers=False,
     ),
     ArmSpec(
         "dualpipev",
         "DualPipeV (V-shaped), torch.distributed.pipelining, M ≥ 2K micro-batches",
-        _multistage("dualpipev"),
+        hooks.multistage("dualpipev"),
         microbatches=True,
-        predict=_predict_multistage("dualpipev"),
+        predict=hooks.predict_multistage("dualpipev"),
         denoisers=False,
         min_microbatches_per_device=2,
     ),
     ArmSpec(
         "deepspeed",
         "DeepSpeed PipelineModule, M micro-batches (optional: needs deepspeed)",
-        _run_deepspeed,
+        hooks.run_deepspeed,
         microbatches=True,
         denoisers=False,
     ),
     ArmSpec(
         "serial-threads",
         "informational: serial backprop in one process on K threads",
-        _run_serial_threads,
+        hooks.run_serial_threads,
         one_process=True,
     ),
     ArmSpec(
         "contention",
         "informational: K copies of serial backprop at once, one process each, no communication "
         "(its step over serial's is the contention --predict corrects for)",
-        _run_contention,
+        hooks.run_contention,
         splits_model=False,
-        predict=_predict_contention,
+        predict=hooks.predict_contention,
         measures_contention=True,
     ),
     ArmSpec(
         "layerpar-minimal",
         "the penalty/AL layerpar step as a plain torch.distributed loop (framework overhead)",
-        _run_layerpar_minimal,
+        hooks.run_layerpar_minimal,
     ),
 )
 
