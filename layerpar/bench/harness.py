@@ -34,7 +34,7 @@ from layerpar.bench.registry import SERIAL
 from layerpar.config import RunConfig, replace
 from layerpar.errors import WorkerError
 from layerpar.launchers.env import contract, free_port
-from layerpar.parallel.comm import init_process_group
+from layerpar.parallel.comm import close_process_group, init_process_group
 from layerpar.parallel.run import environment
 
 
@@ -62,8 +62,7 @@ def _worker(
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             dist.all_gather_object(gathered, (times, sent, peak, breakdown, stash))
         finally:
-            dist.barrier()
-            dist.destroy_process_group()
+            close_process_group()
         if rank == 0:
             results.put(("ok", gathered))
     except BaseException as error:  # noqa: BLE001

@@ -9,6 +9,7 @@ last member of its group has contributed (members are summed in rank order).
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 from collections import defaultdict, deque
@@ -255,9 +256,16 @@ def _elastic_rendezvous(timeout: timedelta) -> dict[str, Any] | None:
 
 
 def close_process_group() -> None:
-    """barrier + destroy; without both, gloo aborts at exit about one run in three."""
+    """Barrier, destroy, collect: after this no gloo thread of this process is left running.
+
+    ``destroy_process_group`` only forgets the groups; a group's threads stop when the last
+    reference to it goes, and a sub-group or a work handle held in a reference cycle (workers,
+    links and comms point at each other) would live until the interpreter's final collection.
+    A gloo thread that then frees a tensor needs the GIL of a finalising interpreter and aborts
+    the process ("terminate called without an active exception", seen under mpirun)."""
     if dist.is_initialized():
         try:
             dist.barrier()
         finally:
             dist.destroy_process_group()
+            gc.collect()

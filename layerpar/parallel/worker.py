@@ -82,9 +82,10 @@ def run_worker(config: RunConfig, resume: bool | str = False) -> dict[str, Any] 
         # An error raised on purpose (bad config, NaN loss) would recur on a restart; a lost
         # peer or connection (RuntimeError from the process group) would not.
         retryable = isinstance(error, RuntimeError) and not isinstance(error, LayerparError)
-        raise WorkerError(
-            f"{type(error).__name__}: {error}\n{traceback.format_exc()}", rank, retryable=retryable
-        ) from error
+        message = f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
+        # The finished frames hold the comm and its groups: clear them so the close frees them.
+        traceback.clear_frames(error.__traceback__)
+        raise WorkerError(message, rank, retryable=retryable) from error
     finally:
         close_process_group()
 
