@@ -134,7 +134,11 @@ for _k in (2, 4):
         VARIANTS[f"corrected-{_short}{_suffix}"] = _with
         for _m in (1, 2):
             VARIANTS[f"corrected-{_short}-acc{_m}{_suffix}"] = [*_with, f"layerpar.accumulate={_m}"]
-        VARIANTS[f"local-{_short}-c1{_suffix}"] = [*_with, "layerpar.correct=false", "layerpar.predictor_scale=1"]
+        _local = [*_with, "layerpar.correct=false", "layerpar.predictor_scale=1"]
+        VARIANTS[f"local-{_short}-c1{_suffix}"] = _local
+        # Fewer micro-batches per update (staler weights): what the heads buy, if anything.
+        for _m in (1, 2):
+            VARIANTS[f"local-{_short}-c1-acc{_m}{_suffix}"] = [*_local, f"layerpar.accumulate={_m}"]
 VARIANTS["pipelined-acc2-K4"] = [*VARIANTS["pipelined-2bw"], "layerpar.accumulate=2", "parallel.stages=4"]
 
 STEP_METRICS = ("predictor_cosine/", "prediction_update_cosine/", "predictor_scale/", "head_loss/", "weight_staleness/")
