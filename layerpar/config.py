@@ -163,6 +163,11 @@ class LayerParConfig:
     """Method corrected: subtract each applied prediction when the true adjoint arrives, so the
     two parts sum to the exact delayed gradient.  false: the prediction stays (a local
     classifier term, deep supervision of every boundary)."""
+    head_term: str = "forward"
+    """With ``correct: false`` (method local): when a module applies its kept local term Jᵀ(α m̂).
+    forward: at the micro-batch's forward (a second backward of the module per micro-batch);
+    delayed: added to the true adjoint when it arrives (one backward of v + α m̂, the term as
+    stale as the adjoint).  See parallel/methods/corrected.py."""
     al_step_clip: float | None = None
     """Clip each element of the AL step (m − v)/β to ±this value (None: no clip)."""
     bn_reestimate_batches: int = 20

@@ -139,6 +139,9 @@ for _k in (2, 4):
         # Fewer micro-batches per update (staler weights): what the heads buy, if anything.
         for _m in (1, 2):
             VARIANTS[f"local-{_short}-c1-acc{_m}{_suffix}"] = [*_local, f"layerpar.accumulate={_m}"]
+        # The head's term applied with the delayed adjoint (one backward per micro-batch).
+        VARIANTS[f"local-{_short}-c1-dly{_suffix}"] = [*_local, "layerpar.head_term=delayed"]
+        VARIANTS[f"local-{_short}-c1-dly-acc2{_suffix}"] = [*_local, "layerpar.head_term=delayed", "layerpar.accumulate=2"]
 VARIANTS["pipelined-acc2-K4"] = [*VARIANTS["pipelined-2bw"], "layerpar.accumulate=2", "parallel.stages=4"]
 
 STEP_METRICS = ("predictor_cosine/", "prediction_update_cosine/", "predictor_scale/", "head_loss/", "weight_staleness/")

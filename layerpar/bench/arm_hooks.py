@@ -57,15 +57,16 @@ def run_layerpar(config: RunConfig, warmup: int, steps: int, *, microbatches: in
     return arm_layerpar(config, warmup, steps, microbatches=microbatches)
 
 
-def run_with_method(method: str) -> RunFn:
-    """The ``layerpar`` arm with ``layerpar.method`` = ``method`` instead of the config's."""
+def run_with_method(method: str, **layerpar: object) -> RunFn:
+    """The ``layerpar`` arm with ``layerpar.method`` = ``method`` (and any further ``layerpar``
+    settings) instead of the config's."""
 
     def run(config: RunConfig, warmup: int, steps: int, *, microbatches: int) -> StepTimes:
         from layerpar.bench.arms import arm_layerpar
         from layerpar.config import replace
 
         return arm_layerpar(
-            replace(config, layerpar={"method": method}), warmup, steps, microbatches=microbatches
+            replace(config, layerpar={"method": method, **layerpar}), warmup, steps, microbatches=microbatches
         )
 
     return run

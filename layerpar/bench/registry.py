@@ -69,6 +69,8 @@ class ArmSpec:
     method: str | None = None
     """It runs ``layerpar.method`` = this instead of the config's (a second layer-parallel
     method beside the ``layerpar`` arm in one invocation)."""
+    layerpar: tuple[tuple[str, object], ...] = ()
+    """More ``layerpar`` settings of its method, as (key, value) pairs."""
 
     def configured(self, config: RunConfig) -> RunConfig:
         """``config`` as this arm runs it."""
@@ -76,7 +78,7 @@ class ArmSpec:
             return config
         from layerpar.config import replace
 
-        return replace(config, layerpar={"method": self.method})
+        return replace(config, layerpar={"method": self.method, **dict(self.layerpar)})
 
     def device_counts(self, stages: Sequence[int]) -> list[int]:
         """The devices of each of its runs, given ``--stages``."""
@@ -101,6 +103,9 @@ CORRECTED = "layerpar-corrected"
 
 LOCAL = "layerpar-local"
 """Layer-parallel with the local-heads method, beside the config's (issue 11)."""
+
+LOCAL_DELAYED = "layerpar-local-delayed"
+"""The local-heads method with its head term applied with the delayed adjoint (one backward)."""
 
 _SPECS = (
     ArmSpec(
@@ -133,6 +138,16 @@ _SPECS = (
         train_mode="layerpar",
         denoisers=False,
         method="local",
+    ),
+    ArmSpec(
+        LOCAL_DELAYED,
+        "layer-parallel, layerpar.method=local, head_term=delayed (the heads' term rides on the "
+        "delayed backward), K workers",
+        hooks.run_with_method("local", head_term="delayed"),
+        train_mode="layerpar",
+        denoisers=False,
+        method="local",
+        layerpar=(("head_term", "delayed"),),
     ),
     ArmSpec(
         "ddp",

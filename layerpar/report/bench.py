@@ -31,6 +31,7 @@ ARMS = {
     "serial": "serial backprop",
     "layerpar-minimal": "layerpar-minimal (hand-written loop, same math)",
     "layerpar-local": "layerpar-local (pipelined + local classifier heads)",
+    "layerpar-local-delayed": "layerpar-local-delayed (local heads, head term with the delayed adjoint)",
     "layerpar-corrected": "layerpar-corrected (pipelined + predicted adjoints, corrected)",
     "ddp": "DDP",
     "gpipe": "GPipe (torch.distributed.pipelining)",

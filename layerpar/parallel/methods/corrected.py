@@ -19,10 +19,13 @@ method *is* the pipelined method.  Module k−1 receives the exact adjoint Jᵤ�
 prediction's share of u's gradient is completed, not replaced, by the correction.
 
 ``layerpar.correct: false`` keeps the prediction and drops the correction: a local classifier
-term on every boundary (deep supervision, DGL's loss) on top of the true delayed gradient.
+term on every boundary (deep supervision, DGL's loss) on top of the true delayed gradient.  Such
+a kept term need not be applied at the forward: ``layerpar.head_term: delayed`` adds it to the
+true adjoint when that arrives, Jᵀ(v + α m̂) in one backward, the same sum a micro-batch later.
 
 Costs over the pipelined method: the head's forward and backward, and one more backward of the
-module per micro-batch (the prediction's; skipped with ``predictor_scale: 0``).  The last module
+module per micro-batch (the prediction's; skipped with ``predictor_scale: 0`` or a delayed
+head term).  The last module
 has the true loss at once and no head.  Micro-batches still in flight when a run of parallel
 steps ends (an evaluation) keep their applied prediction uncorrected, as they lose their delayed
 gradient in the pipelined method.
@@ -47,6 +50,9 @@ from layerpar.parallel.stash import PendingForward, move_gradients
 
 HEAD_SEED = 7919
 """Seeds a boundary head's initial weights (with the run's seed and the stage)."""
+
+HEAD_TERMS = ("forward", "delayed")
+"""When a kept head term is applied (``layerpar.head_term``)."""
 
 UPDATE_COSINE_EVERY = 16
 """Run steps between two measurements of ``prediction_update_cosine/k``: cos(Jᵀ m̂, Jᵀ v), the
@@ -90,6 +96,15 @@ class Corrected(Pipelined):
         scale = config.layerpar.predictor_scale
         if scale is not None and scale < 0:
             raise ConfigError(f"layerpar.predictor_scale={scale} must be ≥ 0, or null (calibrated)")
+        head_term = config.layerpar.head_term
+        if head_term not in HEAD_TERMS:
+            raise ConfigError(f"layerpar.head_term={head_term!r}: valid: {', '.join(HEAD_TERMS)}")
+        if head_term == "delayed" and cls.corrects(config):
+            raise ConfigError(
+                "layerpar.head_term=delayed applies the head's term with the true adjoint, which "
+                "a correction would cancel (the pipelined method): set layerpar.correct=false "
+                "(or layerpar.method=local), or head_term=forward"
+            )
 
     # ------------------------------------------------------------------ state
 
@@ -140,6 +155,9 @@ class Corrected(Pipelined):
     def corrects(cls, config: RunConfig) -> bool:
         return config.layerpar.correct
 
+    def _delays_head_term(self) -> bool:
+        return self.worker.config.layerpar.head_term == "delayed"
+
     def _scale(self, head: AdjointHead) -> torch.Tensor | float:
         fixed = self.fixed_scale(self.worker.config)
         return head.scale() if fixed is None else fixed
@@ -182,7 +200,7 @@ class Corrected(Pipelined):
         prediction, head_loss = head.predict_and_learn(h, y)  # unclocked: the breakdown's "other"
         raw = prediction.raw
         scale = self._scale(head)
-        if not (isinstance(scale, float) and scale == 0.0):
+        if not (isinstance(scale, float) and scale == 0.0) and not self._delays_head_term():
             with w.clock("backward"):
                 h.backward((scale * raw).to(h.dtype), retain_graph=True)
             with w.clock("stash"):
@@ -200,8 +218,10 @@ class Corrected(Pipelined):
         prediction, applied = self._predictions.popleft()
         assert self._head is not None
         s.metrics[f"predictor_cosine/{w.stage}"] = self._head.observe(prediction, adjoint)
-        correct = self.corrects(w.config)
-        residual = adjoint - applied * prediction.raw if correct else adjoint
+        # What this backward applies besides Jᵀv: −Jᵀm̂ (a correction), +Jᵀm̂ (a delayed head
+        # term) or nothing (a head term applied at the forward).
+        sign = -1.0 if self.corrects(w.config) else 1.0 if self._delays_head_term() else 0.0
+        residual = adjoint + sign * applied * prediction.raw
         predicted = None
         if w.run_step % UPDATE_COSINE_EVERY == 0:
             # Diagnostic (one more backward, every few steps): the update the prediction drives.
@@ -212,7 +232,7 @@ class Corrected(Pipelined):
         with w.clock("backward"):
             oldest.h.backward(residual.to(oldest.h.dtype))
         if predicted is not None:
-            exact = _flat(c.grad for c in oldest.weights) + (applied * _flat(predicted) if correct else 0.0)
+            exact = _flat(c.grad for c in oldest.weights) - sign * applied * _flat(predicted)
             s.metrics[f"prediction_update_cosine/{w.stage}"] = torch.nn.functional.cosine_similarity(
                 _flat(predicted), exact, dim=0
             )

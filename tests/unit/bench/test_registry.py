@@ -39,7 +39,7 @@ def test_arms_help_lists_exactly_the_registry():
 
 def test_other_flags_name_the_arms_their_spec_fields_select():
     assert "(gpipe,1f1b,interleaved1f1b,interleavedzb,zbv,dualpipev,deepspeed)" in (_bench_action("microbatches").help or "")
-    assert "serial,layerpar,layerpar-corrected,layerpar-local arms" in (_bench_action("train").help or "")
+    assert "serial,layerpar,layerpar-corrected,layerpar-local,layerpar-local-delayed arms" in (_bench_action("train").help or "")
     assert f"({','.join(registry.predictable())})" in (_bench_action("predict").help or "")
     assert registry.predictable() == (
         "serial", "layerpar", "ddp", "gpipe", "1f1b", "interleaved1f1b", "interleavedzb", "zbv", "dualpipev",

@@ -105,6 +105,25 @@ def test_the_local_method_is_corrected_with_its_local_term_kept(tmp_path):
     assert relative_error(local[STEPS - 1][0], pipelined[STEPS - 1][0]) > 1e-2
 
 
+def test_a_delayed_head_term_is_the_forward_one_applied_with_the_adjoint(tmp_path):
+    """``head_term: delayed`` applies Jᵀ(v + α m̂) in one backward when v arrives.  At fixed
+    weights (lr = 1e-300) the heads see and learn the same things in both runs, so over a run
+    Σ_t delayed_t + Σ_{micro-batches in flight} Jᵀ(α m̂) = Σ_t forward_t, module by module (the
+    adjoints sent upstream are the same in both); step by step they differ."""
+    _, forward = _run(tmp_path, "f", "local", 3, "optim.lr=1e-300")
+    trainer, delayed = _run(tmp_path, "d", "local", 3, "optim.lr=1e-300", "layerpar.head_term=delayed")
+    for worker in trainer.runner.workers:
+        k = worker.stage
+        want = _summed(forward, k)
+        if worker.is_last:
+            assert relative_error(_summed(delayed, k), want) < 1e-12
+            continue
+        got = [d + o for d, o in zip(_summed(delayed, k), _outstanding(worker), strict=True)]
+        assert relative_error(got, want) < 1e-10, k
+        filled = [t for t in range(STEPS) if any(float(g.abs().max()) > 0 for g in forward[t][k])]
+        assert max(relative_error(delayed[t][k], forward[t][k]) for t in filled) > 1e-3, k
+
+
 def test_the_calibration_fits_the_prediction_to_the_adjoint():
     head = AdjointHead((4,), 3, 1e-3, torch.device("cpu"), torch.float64)
     assert float(head.scale()) == 0.0  # nothing observed: predict nothing
@@ -156,6 +175,8 @@ def test_the_linear_predictor_recovers_a_mean_jacobian_from_the_arriving_adjoint
         (("train.loss=torch.nn.functional:mse_loss",), "your own loss"),
         (("layerpar.predictor_scale=-1",), "must be ≥ 0"),
         (("layerpar.predictor=oracle",), "not a predictor"),
+        (("layerpar.head_term=delayed",), "correct=false"),
+        (("layerpar.head_term=later",), "valid: forward, delayed"),
     ],
 )
 def test_settings_it_cannot_run_are_refused_with_the_fix(overrides, message):
