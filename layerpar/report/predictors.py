@@ -22,7 +22,9 @@ def _method(r: Record) -> str:
     lp = r["config"]["layerpar"]
     if lp["method"] == "local":
         alpha = lp.get("predictor_scale")
-        return f"local term, kept, gradient (α = {1 if alpha is None else alpha:g})"
+        # Runs from before head_term existed applied the term at the forward.
+        when = ", with the delayed adjoint" if lp.get("head_term") == "delayed" else ""
+        return f"local term, kept, gradient (α = {1 if alpha is None else alpha:g}{when})"
     if lp["method"] != "corrected":
         return str(lp["method"])
     scale = lp.get("predictor_scale")
