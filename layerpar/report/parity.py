@@ -181,8 +181,8 @@ def parity_heads(results: Results, args: Sequence[str]) -> Table:
     table = parity_table(
         results, ["parity/full-local-*.json"], ["parity/full-serial-*.json"], "local heads", ["micro"]
     )
-    marked = any(row[5].endswith(")") for row in table.rows)
-    return Table(table.header, table.rows, table.sources, table.commands, (OTHER_DEVICE_NOTE,) if marked else ())
+    notes = (OTHER_DEVICE_NOTE,) if any(row[5].endswith(")") for row in table.rows) else ()
+    return Table(table.header, table.rows, table.sources, table.commands, notes)
 
 
 def parity_auxnet(results: Results, args: Sequence[str]) -> Table:
