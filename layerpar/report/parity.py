@@ -179,9 +179,10 @@ def parity_heads(results: Results, args: Sequence[str]) -> Table:
     """The local-heads method's full-data accuracy (issue 11), beside its serial twins."""
     no_args("parity-heads", args)
     table = parity_table(
-        results, ["parity/full-local-*.json"], ["parity/full-serial-*.json"], "local heads", ["micro"]
+        results, ["parity/full-local-*.json"], ["parity/full-serial-*.json"], "local heads", ["arm", "micro"]
     )
-    notes = (OTHER_DEVICE_NOTE,) if any(row[5].endswith(")") for row in table.rows) else ()
+    serial_column = table.header.index("serial acc (%)")
+    notes = (OTHER_DEVICE_NOTE,) if any(row[serial_column].endswith(")") for row in table.rows) else ()
     return Table(table.header, table.rows, table.sources, table.commands, notes)
 
 

@@ -39,6 +39,7 @@ from layerpar.report.runs import (
     value_pct_range,
     value_pt,
     value_std,
+    value_mean_gap,
 )
 from layerpar.report.screens import screen
 
@@ -67,6 +68,7 @@ VALUES: dict[str, Callable[[Results, Sequence[str]], str]] = {
     "pct": value_pct,
     "pt": value_pt,
     "std": value_std,
+    "mean-gap": value_mean_gap,
     "pct-range": value_pct_range,
     "minutes": value_minutes,
     "costmodel-range": value_costmodel_range,

@@ -20,6 +20,7 @@ from layerpar.report.results import (
     path_and_epoch,
     percent,
     recorded_commands,
+    signed,
 )
 
 
@@ -94,6 +95,17 @@ def value_std(results: Results, args: Sequence[str]) -> str:
     if len(accs) < 2:
         raise ReportError(f"std of {args[0]} needs two runs or more, found {len(accs)}")
     return f"{100 * statistics.stdev(accs):.2f}"
+
+
+def value_mean_gap(results: Results, args: Sequence[str]) -> str:
+    """``mean-gap GLOB_A GLOB_B``: mean final accuracy of A's runs minus B's, in signed points."""
+    if len(args) != 2:
+        raise ReportError(f"mean-gap takes two result globs, got {list(args)}")
+    means = []
+    for pattern in args:
+        accs = [float(results.load(p)["final_test_acc"]) for p in results.glob(pattern)]
+        means.append(statistics.fmean(accs))  # glob refuses a pattern that matches nothing
+    return signed(100 * (means[0] - means[1]), 2)
 
 
 def value_metric(results: Results, args: Sequence[str]) -> str:

@@ -216,3 +216,25 @@ def test_the_predictor_table_sets_each_run_beside_serial_with_its_adjoint_cosine
         ("predict + correct, linear (c = calibrated)", "3", "1", "0", "0.7800", "−2.00"),
     ]
     assert table.rows[0][6] == "–" and table.rows[1][6] == "0.10 / 0.20" and table.rows[1][7] == "– / –"
+
+
+def test_the_mean_gap_is_the_difference_of_the_means_in_signed_points(tmp_path):
+    from layerpar.report.registry import VALUES
+    from layerpar.report.results import ReportError, Results
+
+    for name, acc in (("a-0", 0.90), ("a-1", 0.92), ("b-0", 0.915)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"final_test_acc": acc}), encoding="utf-8")
+    assert VALUES["mean-gap"](Results(tmp_path), ["a-*.json", "b-*.json"]) == "−0.50"
+    assert VALUES["mean-gap"](Results(tmp_path), ["b-*.json", "a-0.json"]) == "+1.50"
+    with pytest.raises(ReportError, match="no file matches"):
+        VALUES["mean-gap"](Results(tmp_path), ["a-*.json", "c-*.json"])
+
+
+def test_a_delayed_head_term_is_named_in_the_predictor_table(tmp_path):
+    from layerpar.report.predictors import predictor_table
+    from layerpar.report.results import Results
+
+    _predictor_run(tmp_path, "serial", "serial", 1, 0.80)
+    _predictor_run(tmp_path, "run-local", "local", 2, 0.80, head_term="delayed")
+    table = predictor_table(Results(tmp_path), ["serial.json", "run-*.json"])
+    assert table.rows[0][0] == "local term, kept, gradient (α = 1, with the delayed adjoint)"
