@@ -33,13 +33,13 @@ from layerpar.report.results import Results, Table
 from layerpar.report.runs import (
     demo_table,
     value_acc,
+    value_mean_gap,
     value_metric,
     value_minutes,
     value_pct,
     value_pct_range,
     value_pt,
     value_std,
-    value_mean_gap,
 )
 from layerpar.report.screens import screen
 
