@@ -21,7 +21,8 @@ prediction's share of u's gradient is completed, not replaced, by the correction
 ``layerpar.correct: false`` keeps the prediction and drops the correction: a local classifier
 term on every boundary (deep supervision, DGL's loss) on top of the true delayed gradient.  Such
 a kept term need not be applied at the forward: ``layerpar.head_term: delayed`` adds it to the
-true adjoint when that arrives, Jᵀ(v + α m̂) in one backward, the same sum a micro-batch later.
+true adjoint when that arrives, Jᵀ(v + α m̂) in one backward: the same sum, applied D_k
+micro-steps later.
 
 Costs over the pipelined method: the head's forward and backward, and one more backward of the
 module per micro-batch (the prediction's; skipped with ``predictor_scale: 0`` or a delayed

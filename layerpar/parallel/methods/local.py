@@ -3,7 +3,9 @@ item 3): deep supervision of every boundary, on top of the exact delayed gradien
 
 Module k < K adds the gradient of a local cross-entropy α·CE(head_k(h_k), y) (DGL / InfoPro's
 local loss; α = ``layerpar.predictor_scale``, default 1) to its update at the forward of each
-micro-batch, and later the true delayed gradient of ℓ as the pipelined method does.  The head's
+micro-batch, and later the true delayed gradient of ℓ as the pipelined method does
+(``layerpar.head_term: delayed``: both in one backward when the delayed gradient arrives, which
+saves the second backward of each micro-batch; docs/parity.md measures both).  The head's
 term is never subtracted, and its input gradient travels upstream with the true adjoint, so the
 modules minimise ℓ + α Σ_k CE_k: the objective of deeply supervised nets (Lee et al., 2015),
 trained layer-parallel.
