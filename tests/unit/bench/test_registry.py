@@ -140,3 +140,14 @@ def test_bench_modules_import_each_other_without_cycles():
 
     for module in graph:
         visit(module, ())
+
+
+def test_a_method_arm_runs_its_method_with_its_own_layerpar_settings():
+    from layerpar.config import load_config
+
+    config = load_config(None, ["layerpar.method=pipelined"])
+    delayed = registry.get("layerpar-local-delayed").configured(config).layerpar
+    assert (delayed.method, delayed.head_term) == ("local", "delayed")
+    plain = registry.get("layerpar-local").configured(config).layerpar
+    assert (plain.method, plain.head_term) == ("local", "forward")
+    assert registry.get("layerpar").configured(config) is config
