@@ -65,6 +65,25 @@ def _outstanding(worker) -> list[torch.Tensor]:
     return total
 
 
+def _assert_same_sums_over_the_run(trainer, run, reference, sign: float) -> dict[int, list[torch.Tensor]]:
+    """Σ_t run_t + sign · (Jᵀ m̂ of the micro-batches in flight) = Σ_t reference_t for every
+    module (exact at the last), while some step of every other module differs; returns the
+    in-flight terms by stage."""
+    outstanding = {}
+    for worker in trainer.runner.workers:
+        k = worker.stage
+        want = _summed(reference, k)
+        if worker.is_last:
+            assert relative_error(_summed(run, k), want) < 1e-12
+            continue
+        outstanding[k] = _outstanding(worker)
+        got = [r + sign * o for r, o in zip(_summed(run, k), outstanding[k], strict=True)]
+        assert relative_error(got, want) < 1e-10, k
+        filled = [t for t in range(STEPS) if any(float(g.abs().max()) > 0 for g in reference[t][k])]
+        assert max(relative_error(run[t][k], reference[t][k]) for t in filled) > 1e-3, k
+    return outstanding
+
+
 @pytest.mark.parametrize(("stages", "predictor"), [(2, "linear"), (3, "linear"), (3, "gradient")])
 def test_prediction_and_correction_sum_to_the_exact_delayed_gradient(tmp_path, stages, predictor):
     """lr = 1e-300 (0 is refused) keeps every forward on the same weights in float64, so the
@@ -74,20 +93,11 @@ def test_prediction_and_correction_sum_to_the_exact_delayed_gradient(tmp_path, s
     _, pipelined = _run(tmp_path, "p", "pipelined", stages, "optim.lr=1e-300")
     trainer, corrected = _run(tmp_path, "c", "corrected", stages, "optim.lr=1e-300",
                               "layerpar.predictor_scale=1", f"layerpar.predictor={predictor}")  # fmt: skip
-    for worker in trainer.runner.workers:
-        k = worker.stage
-        want = _summed(pipelined, k)
-        if worker.is_last:
-            assert relative_error(_summed(corrected, k), want) < 1e-12
-            continue
-        outstanding = _outstanding(worker)
-        got = [c - o for c, o in zip(_summed(corrected, k), outstanding, strict=True)]
-        assert relative_error(got, want) < 1e-10, k
+    outstanding = _assert_same_sums_over_the_run(trainer, corrected, pipelined, sign=-1.0)
+    for k, parts in outstanding.items():
         # Not vacuous: the predictions moved real gradient between steps.
-        assert sum(float(o.norm()) for o in outstanding) > 1e-3 * sum(float(w.norm()) for w in want)
-        filled = [t for t in range(STEPS) if any(float(g.abs().max()) > 0 for g in pipelined[t][k])]
-        differs = max(relative_error(corrected[t][k], pipelined[t][k]) for t in filled)
-        assert differs > 1e-3, k
+        want = _summed(pipelined, k)
+        assert sum(float(o.norm()) for o in parts) > 1e-3 * sum(float(w.norm()) for w in want)
 
 
 def test_the_local_method_is_corrected_with_its_local_term_kept(tmp_path):
@@ -112,16 +122,7 @@ def test_a_delayed_head_term_is_the_forward_one_applied_with_the_adjoint(tmp_pat
     adjoints sent upstream are the same in both); step by step they differ."""
     _, forward = _run(tmp_path, "f", "local", 3, "optim.lr=1e-300")
     trainer, delayed = _run(tmp_path, "d", "local", 3, "optim.lr=1e-300", "layerpar.head_term=delayed")
-    for worker in trainer.runner.workers:
-        k = worker.stage
-        want = _summed(forward, k)
-        if worker.is_last:
-            assert relative_error(_summed(delayed, k), want) < 1e-12
-            continue
-        got = [d + o for d, o in zip(_summed(delayed, k), _outstanding(worker), strict=True)]
-        assert relative_error(got, want) < 1e-10, k
-        filled = [t for t in range(STEPS) if any(float(g.abs().max()) > 0 for g in forward[t][k])]
-        assert max(relative_error(delayed[t][k], forward[t][k]) for t in filled) > 1e-3, k
+    _assert_same_sums_over_the_run(trainer, delayed, forward, sign=1.0)
 
 
 def test_the_calibration_fits_the_prediction_to_the_adjoint():
