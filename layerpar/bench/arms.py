@@ -173,7 +173,11 @@ def arm_ddp(config: RunConfig, warmup: int, steps: int, **_: Any) -> StepTimes:
 def arm_pipeline(
     config: RunConfig, warmup: int, steps: int, *, schedule: str, microbatches: int, **_: Any
 ) -> StepTimes:
-    """``torch.distributed.pipelining``: ``schedule`` gpipe or 1f1b over ``microbatches``."""
+    """``torch.distributed.pipelining``: ``schedule`` gpipe or 1f1b over ``microbatches``, and
+    where its timed steps went (``pipeline_clock.py``)."""
+    from layerpar.bench.pipeline_clock import new_pipeline_clock, time_with_breakdown
     from layerpar.bench.pipeline_stages import pipeline_step
 
-    return time_steps(pipeline_step(config, warmup + steps, schedule, microbatches)[0], warmup, steps)
+    clock = new_pipeline_clock()
+    step = pipeline_step(config, warmup + steps, schedule, microbatches, clock)[0]
+    return time_with_breakdown(step, clock, warmup, steps)

@@ -1,11 +1,13 @@
-"""Where the ``layerpar`` arm's step time goes, per rank: milliseconds per step in each part.
+"""Where an arm's step time goes, per rank: milliseconds per step in each part.
 
-The arm turns each worker's clock (``parallel/clock.py``) on for its timed steps.  A part is
-compute (forward, backward), the stash's copies and gradient moves, waits on a neighbour (a
-message not yet sent, an all-reduce whose slowest rank had not arrived, a send not yet
-received), posting sends, the optimiser step (with the EMA of a denoiser), and drawing the
-micro-batches.  ``other`` is the mean step time minus the parts: Python and bookkeeping.  Parts
-are means over steps (they add up to the mean step time); the bench's headline is the median.
+The ``layerpar`` arm turns each worker's clock (``parallel/clock.py``) on for its timed steps.
+A part is compute (forward, backward), the stash's copies and gradient moves, waits on a
+neighbour (a message not yet sent, an all-reduce whose slowest rank had not arrived, a send not
+yet received), posting sends, the optimiser step (with the EMA of a denoiser), and drawing the
+micro-batches.  The ``torch.distributed.pipelining`` arms time their own parts
+(``pipeline_clock.py``).  ``other`` is the mean step time minus the parts: Python and
+bookkeeping.  Parts are means over steps (they add up to the mean step time); the bench's
+headline is the median.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ ROWS = (*PARTS, OTHER, STEP)
 """The rows of a breakdown, in order."""
 
 
-def breakdown_per_step(seconds: dict[str, float], step_times: Sequence[float]) -> Breakdown:
-    """Milliseconds per step in each part, from a clock's seconds over ``step_times``' steps."""
+def breakdown_per_step(
+    seconds: dict[str, float], step_times: Sequence[float], parts: Sequence[str] = PARTS
+) -> Breakdown:
+    """Milliseconds per step in each of ``parts``, from a clock's seconds over ``step_times``'
+    steps, then ``OTHER`` and ``STEP``."""
     steps = max(len(step_times), 1)
-    parts = {part: 1000 * seconds.get(part, 0.0) / steps for part in PARTS}
+    per_part = {part: 1000 * seconds.get(part, 0.0) / steps for part in parts}
     step = 1000 * sum(step_times) / steps
-    return {**parts, OTHER: step - sum(parts.values()), STEP: step}
+    return {**per_part, OTHER: step - sum(per_part.values()), STEP: step}
 
 
 def mean_breakdown(per_repeat: Sequence[Sequence[Breakdown] | None]) -> list[Breakdown] | None:
@@ -37,7 +42,7 @@ def mean_breakdown(per_repeat: Sequence[Sequence[Breakdown] | None]) -> list[Bre
     if not runs:
         return None
     return [
-        {row: statistics.fmean(run[rank][row] for run in runs) for row in ROWS}
+        {row: statistics.fmean(run[rank][row] for run in runs) for row in runs[0][rank]}
         for rank in range(len(runs[0]))
     ]
 
@@ -45,7 +50,7 @@ def mean_breakdown(per_repeat: Sequence[Sequence[Breakdown] | None]) -> list[Bre
 def breakdown_rows(per_rank: Sequence[Breakdown]) -> list[list[str]]:
     """One row per part: its ms per step on each rank and its share of that rank's step."""
     rows = []
-    for row in ROWS:
+    for row in per_rank[0]:  # the arm's parts, in its clock's order
         cells = [row]
         for rank in per_rank:
             share = 100 * rank[row] / rank[STEP] if rank[STEP] else 0.0
@@ -58,5 +63,6 @@ def breakdown_markdown(result: dict[str, Any]) -> list[str]:
     """table.md's section for one ``layerpar`` result: a row per part, a column per rank."""
     per_rank = result["breakdown_ms_per_step"]
     columns = ["part (ms per step)", *(f"rank {r}" for r in range(len(per_rank)))]
-    title = f"Where layerpar's step goes at K = {result['devices']} (mean over timed steps and repeats):"
+    arm = result["arm"] + (f" M = {result['microbatches']}" if result.get("microbatches") else "")
+    title = f"Where {arm}'s step goes at K = {result['devices']} (mean over timed steps and repeats):"
     return [title, "", *markdown_table(columns, breakdown_rows(per_rank))]

@@ -28,9 +28,9 @@ Breakdown = dict[str, float]
 """Milliseconds per step in each part of a step (``breakdown.breakdown_per_step``)."""
 Stash = dict[str, int]
 """The largest stash a rank held (``parallel/stash_meter.StashSize.to_dict``)."""
-StepTimes = Timed | tuple[list[float], int, Breakdown, Stash]
+StepTimes = Timed | tuple[list[float], int, Breakdown, Stash | None]
 """What an arm returns on each rank: its per-step wall seconds and the bytes it sent per step
-(the ``layerpar`` arm: and where its steps went, and its largest stash)."""
+(the ``layerpar`` and pipeline arms: and where its steps went; ``layerpar``: its largest stash)."""
 
 # --------------------------------------------------------------------------------------------
 # Bytes sent, counted in this process

@@ -76,6 +76,9 @@ class Link:
     latency_s: float
     bandwidth_Bps: float
     name: str = "custom"
+    sender_copies: bool = False
+    """A message's bytes / bandwidth is CPU time of its sender (gloo on a CPU writes the tensor
+    into the socket in the thread that posts it), not only a delay before it arrives."""
 
     def __post_init__(self) -> None:
         if self.latency_s < 0 or self.bandwidth_Bps <= 0:
@@ -87,6 +90,10 @@ class Link:
     def p2p(self, nbytes: float) -> float:
         """One point-to-point message of ``nbytes``."""
         return self.latency_s + nbytes / self.bandwidth_Bps if nbytes > 0 else 0.0
+
+    def sender_busy(self, nbytes: float) -> float:
+        """Seconds posting a message of ``nbytes`` holds its sender (0 unless ``sender_copies``)."""
+        return nbytes / self.bandwidth_Bps if self.sender_copies and nbytes > 0 else 0.0
 
     def allreduce(self, nbytes: float, ranks: int) -> float:
         """Ring all-reduce of ``nbytes`` over ``ranks`` ranks (0 for one rank)."""
@@ -101,7 +108,9 @@ LINKS: dict[str, Link] = {
     # (4 B…16 MB) gave one-way p2p ≈ 80 µs + n / 3.7 GB/s, and all-reduce ≈ n / 1.8 GB/s for
     # large n (reduction and copies on the CPU).  2 GB/s splits the difference:
     # p2p(1 MB) = 0.6 ms (round trip 1.2 ms), all-reduce(1 MB, 2 ranks) = 0.7 ms.
-    "gloo-loopback": Link(80e-6, 2.0e9, "gloo-loopback"),
+    # Measured in the pipeline arms' breakdown (bench/pipeline_clock.py, "post p2p"): posting a
+    # send costs its rank about its bytes / 2 GB/s of CPU time, so the sender is busy that long.
+    "gloo-loopback": Link(80e-6, 2.0e9, "gloo-loopback", sender_copies=True),
     # NVLink (NCCL between GPUs of one node): ~5 µs per message, ~150 GB/s per direction.
     "nvlink": Link(5e-6, 150e9, "nvlink"),
     # InfiniBand HDR (200 Gb/s) between nodes: ~2 µs, ~20 GB/s achievable.

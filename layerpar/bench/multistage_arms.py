@@ -20,7 +20,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from layerpar.bench.common import StepTimes, build_backbone, loss_fn, time_steps
+from layerpar.bench.common import StepTimes, build_backbone, loss_fn
+from layerpar.bench.pipeline_clock import clock_loss, clock_stages, new_pipeline_clock, time_with_breakdown
 from layerpar.bench.pipeline_stages import stage_module, train_step
 from layerpar.config import RunConfig, replace
 from layerpar.parallel.setup import distributed_bounds
@@ -50,7 +51,8 @@ def _schedule_class(schedule: str) -> Any:
 def arm_multistage(
     config: RunConfig, warmup: int, steps: int, *, schedule: str, microbatches: int, **_: Any
 ) -> StepTimes:
-    """``schedule`` over ``microbatches`` micro-batches, two stages per rank."""
+    """``schedule`` over ``microbatches`` micro-batches, two stages per rank, and where its timed
+    steps went (``pipeline_clock.py``)."""
     from torch.distributed.pipelining import PipelineStage
 
     from layerpar.parallel.comm import TorchDistComm
@@ -67,4 +69,8 @@ def arm_multistage(
     ]
     pipe = _schedule_class(schedule)(stages, n_microbatches=microbatches, loss_fn=loss_fn(config))
     first, last = any(s.is_first for s in stages), any(s.is_last for s in stages)
-    return time_steps(train_step(config, warmup + steps, pipe, modules, first, last), warmup, steps)
+    clock = new_pipeline_clock()
+    clock_stages(clock, stages)
+    clock_loss(clock, pipe)
+    step = train_step(config, warmup + steps, pipe, modules, first, last, clock)
+    return time_with_breakdown(step, clock, warmup, steps)

@@ -29,7 +29,9 @@ from layerpar.bench.common import (
     sum_replicated_grads,
     unique_parameters,
 )
+from layerpar.bench.pipeline_clock import clock_loss, clock_stages, new_pipeline_clock
 from layerpar.config import RunConfig
+from layerpar.parallel.clock import PhaseClock
 from layerpar.parallel.optim import make_optimizer
 
 
@@ -77,9 +79,10 @@ def pipe_step(
 
 
 def pipeline_step(
-    config: RunConfig, total_steps: int, schedule: str, microbatches: int
+    config: RunConfig, total_steps: int, schedule: str, microbatches: int, clock: PhaseClock | None = None
 ) -> tuple[Any, nn.Module]:
-    """This rank's step of ``schedule`` (gpipe or 1f1b) over ``microbatches``, and its module."""
+    """This rank's step of ``schedule`` (gpipe or 1f1b) over ``microbatches``, and its module
+    (``clock``: where the step's time goes, ``pipeline_clock.py``)."""
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -89,22 +92,35 @@ def pipeline_step(
     stage = PipelineStage(stage_module(module, config, last), rank, world, torch.device("cpu"))
     cls = ScheduleGPipe if schedule == "gpipe" else Schedule1F1B
     pipe = cls(stage, n_microbatches=microbatches, loss_fn=loss_fn(config))
-    step = train_step(config, total_steps, pipe, [module], rank == 0, last)
+    clock = clock or new_pipeline_clock()
+    clock_stages(clock, [stage])
+    clock_loss(clock, pipe)
+    step = train_step(config, total_steps, pipe, [module], rank == 0, last, clock)
     return step, module
 
 
 def train_step(
-    config: RunConfig, total_steps: int, pipe: Any, modules: Sequence[nn.Module], first: bool, last: bool
+    config: RunConfig,
+    total_steps: int,
+    pipe: Any,
+    modules: Sequence[nn.Module],
+    first: bool,
+    last: bool,
+    clock: PhaseClock,
 ) -> Any:
-    """The optimiser step around ``pipe``: zero, the schedule, the embedder's sum, update."""
+    """The optimiser step around ``pipe``: zero, the schedule, the embedder's sum, update (each
+    part timed on ``clock`` while it runs)."""
     optimizer = make_optimizer(unique_parameters(modules), config.optim, total_steps)[0]
     plan, dtype = batch_plan(config), arm_dtype(config)
 
     def step(i: int) -> None:
-        x, y, cond = step_batch(plan, i, dtype)
+        with clock("batch"):
+            x, y, cond = step_batch(plan, i, dtype)
         optimizer.zero_grad(set_to_none=True)
         pipe_step(pipe, first, last, x, y, cond)
-        sum_replicated_grads(modules)
-        optimizer.step()
+        with clock("embedder sum"):
+            sum_replicated_grads(modules)
+        with clock("optimizer"):
+            optimizer.step()
 
     return step

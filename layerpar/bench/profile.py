@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,27 @@ class StageSaved:
     stages: int
     bounds: tuple[int, ...]
     saved_bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StageSplit:
+    """The stages of the ``stages``-stage cut at ``bounds``, at micro-batch ``batch``: seconds of
+    each stage's full backward and of the input-gradient (I) and weight-gradient (W) passes of
+    its split backward, as the zero-bubble schedules run them (``profile_timing.stage_split_times``).
+    The cost model uses the ratios I/B and W/B, so the block profile's clock stays the clock."""
+
+    stages: int
+    bounds: tuple[int, ...]
+    batch: int
+    backward_s: tuple[float, ...]
+    input_s: tuple[float, ...]
+    weight_s: tuple[float, ...]
+
+    def shares(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per stage, I / B and W / B (a stage with no measurable backward: 0 and 1)."""
+        times = zip(self.backward_s, self.input_s, self.weight_s)
+        pairs = [(i / b, w / b) if b > 0 else (0.0, 1.0) for b, i, w in times]
+        return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,9 @@ class Profile:
     """Per profiled K (profiles older than the stash meter have none)."""
     runtime: tuple[RuntimeOverhead, ...] = ()
     """Per pipeline schedule, K and M measured (older profiles have none: no runtime cost)."""
+    split: tuple[StageSplit, ...] = ()
+    """Per 2K-stage cut and micro-batch measured (older profiles have none: a split backward is
+    costed as the full one, halved)."""
 
     # ---------------------------------------------------------------- derived quantities
 
@@ -177,6 +202,15 @@ class Profile:
         nearest = min(rows, key=lambda r: (abs(r.stages - stages), r.stages))
         return max(0.0, nearest.seconds)
 
+    def split_shares(self, stages: int, batch: float) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """Per stage of the ``stages``-stage cut: I / B and W / B of its split backward, measured
+        at the micro-batch nearest ``batch`` (by ratio); None if that cut was not measured."""
+        rows = [r for r in self.split if r.stages == stages]
+        if not rows:
+            return None
+        nearest = min(rows, key=lambda r: abs(math.log(r.batch / max(batch, 1e-9))))
+        return nearest.shares()
+
     def activation_bytes_at(self, batch: float) -> list[float]:
         return [a * batch / self.batch_size for a in self.activation_bytes]
 
@@ -229,6 +263,17 @@ class Profile:
             for d in data.get("stage_saved", ())
         )
         data["runtime"] = tuple(RuntimeOverhead(**d) for d in data.get("runtime", ()))
+        data["split"] = tuple(
+            StageSplit(
+                d["stages"],
+                tuple(d["bounds"]),
+                d["batch"],
+                tuple(d["backward_s"]),
+                tuple(d["input_s"]),
+                tuple(d["weight_s"]),
+            )
+            for d in data.get("split", ())
+        )
         for key in ("input_shape", "block_names", "param_bytes", "param_counts", "activation_bytes"):
             data[key] = tuple(data[key])
         names = {f.name for f in dataclasses.fields(cls)}

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from layerpar.bench.common import describe_device, synchronizer
-from layerpar.bench.profile import AuxTimes, BlockTimes, Profile, StageSaved, partition_bounds
+from layerpar.bench.profile import AuxTimes, BlockTimes, Profile, StageSaved, StageSplit, partition_bounds
 from layerpar.bench.profile_contention import measure_contention
 from layerpar.bench.profile_runtime import measure_runtime_overhead
 from layerpar.bench.profile_timing import (
@@ -28,6 +28,7 @@ from layerpar.bench.profile_timing import (
     boundary_s_per_byte,
     chain_times,
     sgd_s_per_byte,
+    stage_split_times,
     step_s_per_byte,
 )
 from layerpar.config import RunConfig
@@ -64,6 +65,32 @@ def stage_saved_bytes(parts: Sequence[nn.Module], x: torch.Tensor) -> tuple[int,
         saved.append(counter.bytes)
         u = out.detach().requires_grad_(True)
     return tuple(saved)
+
+
+def split_rows(
+    profile: Profile,
+    model: Any,
+    ks: Iterable[int],
+    microbatches: Iterable[int],
+    repeats: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[StageSplit, ...]:
+    """``StageSplit`` of the 2K-stage cut (the two-stages-per-rank schedules') for every K of
+    ``ks`` and micro-batch of the global batch over each of ``microbatches``."""
+    rows = []
+    sync = synchronizer(device)
+    for k in ks:
+        bounds = partition_bounds(profile, 2 * k)
+        if bounds is None:
+            continue
+        parts = [model.slice(a, b) for a, b in pairwise(bounds)]
+        for size in sorted({max(2, profile.batch_size // m) for m in microbatches if m >= 1}):
+            torch.manual_seed(size)
+            x = torch.randn(size, *profile.input_shape, device=device, dtype=dtype)
+            full, input_pass, weight_pass = stage_split_times(parts, x, repeats, sync)
+            rows.append(StageSplit(2 * k, tuple(bounds), size, full, input_pass, weight_pass))
+    return tuple(rows)
 
 
 def measure_profile(
@@ -192,8 +219,10 @@ def measure_profile(
         if adam is None:
             adam = step_s_per_byte(model, make_adam, repeats, sync)
         model.load_state_dict(saved)
+        split = split_rows(profile, model, ks, microbatches, repeats, device, dtype)
+        model.load_state_dict(saved)
         profile = dataclasses.replace(
-            profile, aux=tuple(aux_rows), adam_s_per_byte=adam, stage_saved=tuple(saved_rows)
+            profile, aux=tuple(aux_rows), adam_s_per_byte=adam, stage_saved=tuple(saved_rows), split=split
         )
         if device.type == "cpu":
             runtime = measure_runtime_overhead(

@@ -53,6 +53,53 @@ def fwd_bwd(
     return median(forward), median(backward), out.detach()
 
 
+def split_backward(
+    module: nn.Module, x: torch.Tensor, needs_grad: bool, repeats: int, sync: Callable[[], None]
+) -> tuple[float, float, torch.Tensor]:
+    """Median seconds of the two halves of ``module``'s backward as the zero-bubble schedules run
+    it: the input-gradient pass (``I``, keeping the graph) and the weight-gradient pass from the
+    intermediates it saved (``W``), through torch's own ``stage_backward_input`` and
+    ``stage_backward_weight``.  On a CPU the two together cost well over one full backward
+    (a convolution's backward runs once for each), which ``fwd_bwd`` cannot see."""
+    from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
+
+    input_pass, weight_pass = [], []
+    out = x
+    for attempt in range(repeats + 1):
+        inp = x.detach().requires_grad_(needs_grad)
+        out = module(inp)
+        sync()
+        start = time.perf_counter()
+        _, groups = stage_backward_input([out], [torch.ones_like(out)], [inp], module.parameters())
+        sync()
+        middle = time.perf_counter()
+        stage_backward_weight(module.parameters(), groups)
+        sync()
+        end = time.perf_counter()
+        module.zero_grad(set_to_none=True)
+        if attempt:
+            input_pass.append(middle - start)
+            weight_pass.append(end - middle)
+    return median(input_pass), median(weight_pass), out.detach()
+
+
+def stage_split_times(
+    parts: Sequence[nn.Module], x: torch.Tensor, repeats: int, sync: Callable[[], None]
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """Per stage of the chain ``parts`` fed ``x``: seconds of its full backward and of the I and
+    W passes of its split backward, as torch's ``PipelineStage`` runs them (the first stage has
+    no input gradient: its I does nothing and its W is the full backward)."""
+    full, input_pass, weight_pass = [], [], []
+    for index, part in enumerate(parts):
+        _, b, out = fwd_bwd(part, x, index > 0, repeats, sync)
+        i, w = (0.0, b) if index == 0 else split_backward(part, x, True, repeats, sync)[:2]
+        full.append(b)
+        input_pass.append(i)
+        weight_pass.append(w)
+        x = out
+    return tuple(full), tuple(input_pass), tuple(weight_pass)
+
+
 def chain_times(
     blocks: list[nn.Module], x: torch.Tensor, repeats: int, sync: Callable[[], None]
 ) -> tuple[list[float], list[float], list[tuple[int, ...]]]:

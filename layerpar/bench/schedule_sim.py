@@ -52,9 +52,18 @@ class StageCosts:
     backward_s: tuple[float, ...]
     send_s: tuple[float, ...]
     input_grad_share: float = 0.5
-    """Share of a backward that computes the input gradient (``I``); ``W`` is the rest."""
+    """Share of a backward that computes the input gradient (``I``); ``W`` is the rest (used
+    when the split is not measured)."""
+    input_grad_s: tuple[float, ...] = ()
+    weight_grad_s: tuple[float, ...] = ()
+    """Measured seconds of each stage's ``I`` and ``W`` passes (``Profile.split``); together
+    they cost more than one full backward on a CPU.  Empty: the share above."""
     per_action_s: float = 0.0
     """Seconds every action costs on top of its compute (the pipeline runtime's own work)."""
+    send_busy_s: tuple[float, ...] = ()
+    """Per cut: seconds a message across it holds its *sender* (gloo on a CPU copies the tensor
+    into the socket in the posting thread, on the rank's own core).  Empty: sending is free and
+    only delays the receiver (``send_s``)."""
 
 
 def stage_rank(schedule: str, stage: int, ranks: int) -> int:
@@ -132,6 +141,7 @@ def makespan(
                 start = max(clock[rank], ready)
                 clock[rank] = start + _duration(action, costs)
                 done[(action.kind, action.stage, action.micro)] = clock[rank]
+                clock[rank] += _sender_busy(action, costs, rank_of, last_stage)
                 position[rank] += 1
                 remaining -= 1
                 progressed = True
@@ -145,13 +155,31 @@ def _duration(action: Action, costs: StageCosts) -> float:
     return costs.per_action_s + _compute(action, costs)
 
 
+def _sender_busy(action: Action, costs: StageCosts, rank_of: Callable[[int], int], last_stage: int) -> float:
+    """Seconds ``action``'s outgoing message holds its rank: an activation forward to the next
+    stage, or an input gradient back to the previous one, when that stage is on another rank."""
+    if not costs.send_busy_s or action.kind == WEIGHT_GRAD:
+        return 0.0
+    if action.kind == FORWARD:
+        peer, cut = action.stage + 1, action.stage
+        if action.stage == last_stage:
+            return 0.0
+    else:
+        peer, cut = action.stage - 1, action.stage - 1
+        if action.stage == 0:
+            return 0.0
+    return costs.send_busy_s[cut] if rank_of(peer) != rank_of(action.stage) else 0.0
+
+
 def _compute(action: Action, costs: StageCosts) -> float:
     if action.kind == FORWARD:
         return costs.forward_s[action.stage]
     backward = costs.backward_s[action.stage]
     if action.kind == INPUT_GRAD:
-        return backward * costs.input_grad_share
+        return costs.input_grad_s[action.stage] if costs.input_grad_s else backward * costs.input_grad_share
     if action.kind == WEIGHT_GRAD:
+        if costs.weight_grad_s:
+            return costs.weight_grad_s[action.stage]
         return backward * (1.0 - costs.input_grad_share)
     return backward
 

@@ -31,9 +31,11 @@ PARTS = (
 
 
 class PhaseClock:
-    """Seconds per part (``PARTS``) summed over the steps since ``start``."""
+    """Seconds per part (``parts``, a worker's ``PARTS`` unless given) summed over the steps
+    since ``start``."""
 
-    def __init__(self) -> None:
+    def __init__(self, parts: tuple[str, ...] = PARTS) -> None:
+        self.parts = parts
         self.enabled = False
         self.seconds: defaultdict[str, float] = defaultdict(float)
 
@@ -52,8 +54,8 @@ class PhaseClock:
         if not self.enabled:
             yield
             return
-        if part not in PARTS:
-            raise ValueError(f"unknown clock part {part!r}: one of {', '.join(PARTS)}")
+        if part not in self.parts:
+            raise ValueError(f"unknown clock part {part!r}: one of {', '.join(self.parts)}")
         begun = time.perf_counter()
         try:
             yield

@@ -271,14 +271,25 @@ def value_overhead(results: Results, args: Sequence[str]) -> str:
 
 
 def breakdown_table(results: Results, args: Sequence[str]) -> Table:
-    """Where the ``layerpar`` arm's step went, per rank (``bench/breakdown.py``), beside serial's
-    whole step and the ideal (serial's step / K) from the same run."""
-    folder = one_arg("breakdown", args)
+    """``breakdown FOLDER [ARM [M]]``: where ARM's step went (default ``layerpar``; a pipeline
+    arm at M micro-batches), per rank (``bench/breakdown.py``), beside serial's whole step and
+    the ideal (serial's step / K) from the same run."""
+    if not 1 <= len(args) <= 3:
+        raise ReportError(f"breakdown takes FOLDER [ARM [M]], got {list(args)}")
+    folder, arm = args[0], (args[1] if len(args) > 1 else "layerpar")
+    micro = int(args[2]) if len(args) > 2 else None
     summary = bench_summary(results, folder)
-    found = [r for r in summary["results"] if r["arm"] == "layerpar" and r.get("breakdown_ms_per_step")]
+    found = [
+        r
+        for r in summary["results"]
+        if r["arm"] == arm
+        and r.get("breakdown_ms_per_step")
+        and (micro is None or r.get("microbatches") == micro)
+    ]
+    name = arm + (f" M = {micro}" if micro is not None else "")
     if len(found) != 1:
         raise ReportError(
-            f"results/{folder}/summary.json: {len(found)} layerpar results with a breakdown, expected 1"
+            f"results/{folder}/summary.json: {len(found)} {name} results with a breakdown, expected 1"
         )
     row = found[0]
     per_rank = row["breakdown_ms_per_step"]
@@ -291,7 +302,7 @@ def breakdown_table(results: Results, args: Sequence[str]) -> Table:
         slowest = max(rank[STEP] for rank in per_rank)
         notes.append(
             f"Serial backprop's step in the same run: {whole:.1f} ms (median); the ideal at K = {k} is "
-            f"{whole / k:.1f} ms, layerpar's slowest rank takes {slowest:.1f} ms (mean)."
+            f"{whole / k:.1f} ms, {name}'s slowest rank takes {slowest:.1f} ms (mean)."
         )
     rows = _breakdown_rows(per_rank)
     return Table(header, rows, (f"{folder}/summary.json",), recorded_commands([summary]), tuple(notes))

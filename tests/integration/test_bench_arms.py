@@ -166,6 +166,26 @@ def test_pipelined_layerpar_arm_sends_an_activation_each_way_per_sample() -> Non
     assert last["total_bytes"] == 0
 
 
+@pytest.mark.timeout(120)
+def test_a_zero_bubble_arm_says_where_its_step_went_on_each_rank() -> None:
+    """interleavedzb on 2 real gloo ranks: every rank times its forwards and both halves of its
+    split backward, posts and waits for messages (each rank holds a stage next to one on the
+    other rank), and the parts with the remainder add up to the step."""
+    from layerpar.bench.breakdown import OTHER, STEP
+    from layerpar.bench.pipeline_clock import PIPELINE_PARTS
+
+    result = run_arm("interleavedzb", 2, _tiny(parallel={"stages": 2}), 1, 2, 4)
+    _check(result)
+    per_rank = result["breakdown_ms_per_rank"]
+    assert len(per_rank) == 2 and result["stash_per_rank"] is None
+    for rank in per_rank:
+        assert list(rank) == [*PIPELINE_PARTS, OTHER, STEP]
+        assert rank["forward"] > 0 and rank["backward: input"] > 0 and rank["backward: weight"] > 0
+        assert rank["backward"] == 0 and rank["post p2p"] > 0 and rank["wait: p2p"] > 0
+        assert math.isclose(sum(v for k, v in rank.items() if k != STEP), rank[STEP], rel_tol=1e-9)
+    assert per_rank[1]["loss"] > 0  # stage 3 of 4, the last, is rank 1's
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_corrected_arm_runs_the_corrected_method_and_sends_what_the_pipelined_method_sends() -> None:

@@ -26,12 +26,28 @@ def test_mean_over_repeats_per_rank_and_none_without_a_breakdown() -> None:
 
 def test_markdown_has_a_row_per_part_and_a_column_per_rank() -> None:
     per_rank = [breakdown_per_step({"forward": 0.1, "backward": 0.1}, [0.4])] * 2
-    lines = breakdown_markdown({"devices": 2, "breakdown_ms_per_step": per_rank})
-    assert "K = 2" in lines[0]
+    lines = breakdown_markdown({"arm": "layerpar", "devices": 2, "breakdown_ms_per_step": per_rank})
+    assert lines[0].startswith("Where layerpar's step goes at K = 2")
     assert lines[2] == "| part (ms per step) | rank 0 | rank 1 |"
     assert "| forward | 100.0 (25 %) | 100.0 (25 %) |" in lines
     assert lines[-1] == "| step (mean) | 400.0 | 400.0 |"
     assert len(lines) == 4 + len(ROWS)
+
+
+def test_a_pipeline_arms_breakdown_has_its_own_parts_and_names_its_m() -> None:
+    from layerpar.bench.pipeline_clock import PIPELINE_PARTS
+
+    seconds = {"forward": 0.1, "backward: input": 0.05, "backward: weight": 0.05, "wait: p2p": 0.1}
+    per_step = breakdown_per_step(seconds, [0.4], PIPELINE_PARTS)
+    assert list(per_step) == [*PIPELINE_PARTS, OTHER, STEP]
+    assert math.isclose(per_step[OTHER], 100.0)
+    mean = mean_breakdown([[per_step, per_step]])
+    assert mean is not None and list(mean[0]) == list(per_step)
+    result = {"arm": "interleavedzb", "microbatches": 4, "devices": 2, "breakdown_ms_per_step": mean}
+    lines = breakdown_markdown(result)
+    assert lines[0].startswith("Where interleavedzb M = 4's step goes at K = 2")
+    assert "| backward: weight | 50.0 (12 %) | 50.0 (12 %) |" in lines
+    assert len(lines) == 4 + len(PIPELINE_PARTS) + 2
 
 
 def test_report_table_quotes_the_run_with_serial_and_the_ideal(tmp_path) -> None:

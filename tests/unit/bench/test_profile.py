@@ -121,3 +121,18 @@ def test_the_profile_records_what_each_stage_saves_for_its_backward_per_cut(prof
     assert profile.saved_bytes_at(2, 16) == (two.bounds, [b / 4 for b in two.saved_bytes])
     assert Profile.from_dict(profile.to_dict()).stage_saved == profile.stage_saved
     assert profile.saved_bytes_at(5, 16) is None
+
+
+def test_the_profile_measures_each_2k_cuts_split_backward(profile):
+    """The two-stages-per-rank schedules' cut (2K stages) at each micro-batch: full backward, and
+    the I and W passes torch's zero-bubble schedules run instead (bench/costmodel_multistage)."""
+    micro = profile.batch_size // 4
+    assert [(row.stages, row.batch) for row in profile.split] == [(4, micro), (6, micro)]  # 2K ≤ 11 blocks
+    for row in profile.split:
+        assert row.bounds == partition_bounds(profile, row.stages)
+        assert row.input_s[0] == 0.0 and row.weight_s[0] == row.backward_s[0]  # no input gradient first
+        later = zip(row.backward_s[1:], row.input_s[1:], row.weight_s[1:])
+        assert all(b > 0 and i > 0 and w > 0 for b, i, w in later)
+    assert profile.split_shares(4, micro) == profile.split[0].shares()
+    assert profile.split_shares(8, micro) is None
+    assert Profile.from_dict(profile.to_dict()).split == profile.split

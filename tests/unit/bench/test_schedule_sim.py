@@ -100,3 +100,56 @@ def test_multistage_contention_and_impossible_layouts():
     assert predict_multistage(prof, 3, 1, 6, IDEAL, schedule="zbv") is None  # 6 stages, 4 blocks
     assert predict_multistage(prof, 2, 1, 16, IDEAL, schedule="zbv") is None  # below one sample
 
+
+
+def test_measured_split_halves_replace_the_even_share():
+    """The zero-bubble schedules' I and W passes cost what the profile measured for them (on a
+    CPU, more than one full backward together), not half a backward each."""
+    import dataclasses
+
+    orders = {0: [Action("F", 0, 0), Action("I", 0, 0), Action("W", 0, 0)]}
+    costs = StageCosts((1.0,), (2.0,), ())
+    assert makespan(orders, costs, lambda s: 0) == pytest.approx(1.0 + 2.0)
+    measured = dataclasses.replace(costs, input_grad_s=(1.5,), weight_grad_s=(1.25,))
+    assert makespan(orders, measured, lambda s: 0) == pytest.approx(1.0 + 1.5 + 1.25)
+
+
+def test_a_profiled_split_slows_only_the_schedules_that_split():
+    import dataclasses
+
+    from layerpar.bench.profile import StageSplit
+
+    # 4 stages of one block each at micro-batch 2 (M = 4): I and W each 0.75 of a backward
+    split = StageSplit(4, (0, 1, 2, 3, 4), 2, (1.0,) * 4, (0.0, 0.75, 0.75, 0.75), (1.0, 0.75, 0.75, 0.75))
+    assert split.shares() == ((0.0, 0.75, 0.75, 0.75), (1.0, 0.75, 0.75, 0.75))
+    prof = dataclasses.replace(hand_profile(), split=(split,))
+    assert prof.split_shares(4, 2) == split.shares() and prof.split_shares(6, 2) is None
+    for schedule in ("interleavedzb", "zbv", "dualpipev"):
+        plain = predict_multistage(hand_profile(), 2, 1, 4, IDEAL, schedule=schedule)
+        slower = predict_multistage(prof, 2, 1, 4, IDEAL, schedule=schedule)
+        assert slower.step_s > plain.step_s, schedule
+    same = predict_multistage(prof, 2, 1, 4, IDEAL, schedule="interleaved1f1b")  # no I or W actions
+    assert same.step_s == pytest.approx(predict_multistage(hand_profile(), 2, 1, 4, IDEAL, schedule="interleaved1f1b").step_s)
+
+
+def test_a_send_holds_its_sender_on_a_link_that_copies_on_the_cpu():
+    """gloo on a CPU writes a message into the socket in the posting thread: the sending rank is
+    busy bytes / bandwidth before its next action; a link without copies only delays arrival."""
+    import dataclasses
+
+    from layerpar.bench.costmodel import get_link
+
+    # one micro-batch over 2 ranks: F0, (send), F1, B1, (send), B0
+    costs = StageCosts((1.0, 1.0), (2.0, 2.0), (0.5,))
+    orders = {0: [Action("F", 0, 0), Action("F", 0, 1), Action("B", 0, 0), Action("B", 0, 1)],
+              1: [Action("F", 1, 0), Action("B", 1, 0), Action("F", 1, 1), Action("B", 1, 1)]}
+    free = makespan(orders, costs, lambda s: s)
+    busy = makespan(orders, dataclasses.replace(costs, send_busy_s=(0.25,)), lambda s: s)
+    # rank 0's second forward waits for its first send; the last backward arrives 0.25 s later
+    assert busy > free
+    assert makespan(_gpipe(2, 1), dataclasses.replace(costs, send_busy_s=(0.25,)), lambda s: s) == pytest.approx(
+        1 + 0.5 + 1 + 2 + 0.5 + 2  # one message each way: arrival = done + p2p, as without
+    )
+    gloo = get_link("gloo-loopback")
+    assert gloo.sender_copies and gloo.sender_busy(2e9) == pytest.approx(2e9 / gloo.bandwidth_Bps)
+    assert get_link("nvlink").sender_busy(2e9) == 0.0 and gloo.sender_busy(0) == 0.0
