@@ -33,6 +33,7 @@ from layerpar.bench.common import (
     build_backbone,
     forward,
     loss_fn,
+    record_cut,
     step_batch,
     time_steps,
 )
@@ -136,7 +137,7 @@ def layerpar_runner(config: RunConfig, total_steps: int) -> Any:
     config = replace(config, layerpar={"warmup_epochs": 0, "serial_final_epochs": 0})
     layout = Layout(config.parallel.stages, 1)
     comm = TorchDistComm(layout.groups())
-    bounds = distributed_bounds(config, comm)
+    bounds = record_cut(distributed_bounds(config, comm))
     from layerpar.parallel.objective import objective_from
 
     # The runtime's own objective (a denoiser's MSE), as ``parallel/worker.py`` builds it.

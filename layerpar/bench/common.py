@@ -180,11 +180,28 @@ def stage_bounds(config: RunConfig) -> tuple[int, ...]:
 
 def broadcast_bounds(config: RunConfig) -> tuple[int, ...]:
     """Rank 0's ``stage_bounds``, on every rank (a ``time`` cut may differ between processes):
-    the runtime's own ``distributed_bounds``, over this process group."""
+    the runtime's own ``distributed_bounds``, over this process group (and recorded)."""
     from layerpar.parallel.comm import TorchDistComm
     from layerpar.parallel.setup import distributed_bounds
 
-    return distributed_bounds(config, TorchDistComm())
+    return record_cut(distributed_bounds(config, TorchDistComm()))
+
+
+_CUT: dict[str, tuple[int, ...] | None] = {"bounds": None}
+
+
+def record_cut(bounds: Sequence[int]) -> tuple[int, ...]:
+    """Note the cut this process's arm runs (its block bounds) and return it.  A ``time``
+    balance measures the blocks when the arm starts, so two runs can cut differently; the
+    harness puts each run's cut in ``summary.json`` and the cost model validates against it."""
+    cut = tuple(int(b) for b in bounds)
+    _CUT["bounds"] = cut
+    return cut
+
+
+def recorded_cut() -> tuple[int, ...] | None:
+    """The cut ``record_cut`` noted in this process (None: the arm cuts nothing)."""
+    return _CUT["bounds"]
 
 
 def time_steps(step_fn: Callable[[int], None], warmup: int, steps: int) -> Timed:

@@ -158,6 +158,9 @@ class Prediction:
     bounds: tuple[int, ...] = ()
     stage_s: tuple[float, ...] = field(default_factory=tuple)
     """Per-stage compute (forward + backward + AuxNet), for imbalance diagnostics."""
+    rank_compute_s: tuple[float, ...] = field(default_factory=tuple)
+    """Pipeline arms: per rank, the compute of its actions in one step (no waits, messages or
+    optimiser), to set beside the arm's measured breakdown (``bench/pipeline_clock.py``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,6 +305,7 @@ def predict_pipelined(
         comm,
         bounds,
         tuple(micro * t for t in fb),
+        tuple(micro * t for t in fb),
     )
 
 
@@ -374,4 +378,5 @@ def predict_pipeline(
         transfers + sync,
         bounds,
         tuple(fb),
+        tuple(microbatches * t for t in fb),
     )

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from layerpar.bench.costmodel import Link, Prediction, _stage_sums
 from layerpar.bench.profile import Profile, partition_bounds
-from layerpar.bench.schedule_sim import StageCosts, makespan, schedule_orders, stage_rank
+from layerpar.bench.schedule_sim import StageCosts, compute_s, makespan, schedule_orders, stage_rank
 
 
 def predict_multistage(
@@ -74,4 +74,5 @@ def predict_multistage(
         pipeline - no_comm + sync,
         bounds,
         tuple(f + b for f, b in zip(costs.forward_s, costs.backward_s)),
+        tuple(sum(compute_s(a, costs) for a in orders[r]) for r in range(stages)),
     )

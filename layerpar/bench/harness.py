@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from layerpar.bench import registry
 from layerpar.bench.breakdown import breakdown_markdown, mean_breakdown
-from layerpar.bench.common import count_bytes, markdown_table, timing_config, write_summary
+from layerpar.bench.common import count_bytes, markdown_table, recorded_cut, timing_config, write_summary
 from layerpar.bench.config import BenchConfig
 from layerpar.bench.registry import SERIAL
 from layerpar.config import RunConfig, replace
@@ -60,7 +60,7 @@ def _worker(
             breakdown, stash = (extra + [None, None])[:2]  # the layerpar arm's, others return none
             gathered: list[Any] = [None] * world
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            dist.all_gather_object(gathered, (times, sent, peak, breakdown, stash))
+            dist.all_gather_object(gathered, (times, sent, peak, breakdown, stash, recorded_cut()))
         finally:
             close_process_group()
         if rank == 0:
@@ -105,6 +105,7 @@ def run_arm(
         "peak_mem_mb_per_rank": [p[2] / 1024 for p in payload],  # ru_maxrss is in KiB on Linux
         "breakdown_ms_per_rank": None if payload[0][3] is None else [p[3] for p in payload],
         "stash_per_rank": None if payload[0][4] is None else [p[4] for p in payload],
+        "bounds": None if payload[0][5] is None else list(payload[0][5]),
     }
 
 
@@ -215,6 +216,7 @@ def _summarise(
         "microbatches": micro,
         "breakdown_ms_per_step": mean_breakdown([r["breakdown_ms_per_rank"] for r in runs]),
         "stash_bytes_per_rank": largest_stash([r["stash_per_rank"] for r in runs]),
+        "bounds_per_repeat": [r.get("bounds") for r in runs],
         "steps": bench.steps,
         "warmup_steps": bench.warmup_steps,
         "config": config.to_dict(),

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from layerpar.bench.common import StepTimes, build_backbone, loss_fn
+from layerpar.bench.common import StepTimes, build_backbone, loss_fn, record_cut
 from layerpar.bench.pipeline_clock import clock_loss, clock_stages, new_pipeline_clock, time_with_breakdown
 from layerpar.bench.pipeline_stages import stage_module, train_step
 from layerpar.config import RunConfig, replace
@@ -60,7 +60,7 @@ def arm_multistage(
     rank, world = dist.get_rank(), dist.get_world_size()
     model = build_backbone(config)
     virtual = replace(config, parallel={"stages": 2 * world})
-    bounds = distributed_bounds(virtual, TorchDistComm())
+    bounds = record_cut(distributed_bounds(virtual, TorchDistComm()))
     ids = stage_ids(schedule, rank, world)
     modules = [model.slice(bounds[i], bounds[i + 1]) for i in ids]
     stages = [

@@ -101,6 +101,7 @@ def predict_table(
                         comm_s=p.comm_s,
                         bounds=list(p.bounds),
                         stage_s=list(p.stage_s),
+                        rank_compute_s=list(p.rank_compute_s),
                     )
                 rows.append(row)
     return rows

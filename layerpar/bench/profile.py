@@ -146,6 +146,14 @@ class Profile:
     split: tuple[StageSplit, ...] = ()
     """Per 2K-stage cut and micro-batch measured (older profiles have none: a split backward is
     costed as the full one, halved)."""
+    cuts: tuple[tuple[int, ...], ...] = ()
+    """Cuts to use instead of the profile's own balance (``with_cut``): the cut a measured arm
+    ran, which a ``time`` balance chooses anew each time a run starts."""
+
+    def with_cut(self, bounds: Sequence[int]) -> Profile:
+        """This profile, cutting the model into len(bounds) − 1 stages at ``bounds``."""
+        kept = tuple(c for c in self.cuts if len(c) != len(bounds))
+        return dataclasses.replace(self, cuts=(*kept, tuple(int(b) for b in bounds)))
 
     # ---------------------------------------------------------------- derived quantities
 
@@ -274,6 +282,7 @@ class Profile:
             )
             for d in data.get("split", ())
         )
+        data["cuts"] = tuple(tuple(c) for c in data.get("cuts", ()))
         for key in ("input_shape", "block_names", "param_bytes", "param_counts", "activation_bytes"):
             data[key] = tuple(data[key])
         names = {f.name for f in dataclasses.fields(cls)}
@@ -312,4 +321,7 @@ def partition_bounds(profile: Profile, stages: int) -> tuple[int, ...] | None:
     """Cut points for K = ``stages`` (None when K exceeds the number of blocks)."""
     if stages < 1 or stages > profile.num_blocks:
         return None
+    for cut in profile.cuts:
+        if len(cut) == stages + 1:
+            return cut
     return tuple(balanced_bounds(partition_costs(profile), stages))

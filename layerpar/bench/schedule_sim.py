@@ -152,7 +152,7 @@ def makespan(
 
 
 def _duration(action: Action, costs: StageCosts) -> float:
-    return costs.per_action_s + _compute(action, costs)
+    return costs.per_action_s + compute_s(action, costs)
 
 
 def _sender_busy(action: Action, costs: StageCosts, rank_of: Callable[[int], int], last_stage: int) -> float:
@@ -171,7 +171,8 @@ def _sender_busy(action: Action, costs: StageCosts, rank_of: Callable[[int], int
     return costs.send_busy_s[cut] if rank_of(peer) != rank_of(action.stage) else 0.0
 
 
-def _compute(action: Action, costs: StageCosts) -> float:
+def compute_s(action: Action, costs: StageCosts) -> float:
+    """Seconds of ``action``'s own compute (no runtime cost, no messages)."""
     if action.kind == FORWARD:
         return costs.forward_s[action.stage]
     backward = costs.backward_s[action.stage]

@@ -7,14 +7,17 @@ drifts (on the 2-core CI VM serial's step has moved by a third between the two),
 profile-time contention probe need not match the contention while the arms ran.  Two arms of
 the same bench run, timed interleaved with the others, measure both: ``serial`` (the clock) and
 ``contention`` (K serial copies at once).  ``run_clock`` re-predicts every K-device arm with
-the run's contention, step_contention(K) / step_serial, and rescales it by step_serial measured /
-predicted.  Serial's own error is then zero by construction (it is the anchor, reported as
-such); every other arm's error at the run's clock is what the model's structure misses.
+the run's contention, step_contention(K) / step_serial, and with the cut the arm ran (a ``time``
+balance measures the blocks anew at each start, so its cut can differ from the profile's), and
+rescales it by step_serial measured / predicted.  Serial's own error is then zero by
+construction (it is the anchor, reported as such); every other arm's error at the run's clock
+is what the model's structure misses.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,8 @@ def validate(
             elif clocked is not None:
                 row["predicted_run_clock_s"] = clocked
                 row["rel_error_run_clock"] = (clocked - measured) / measured
+                if p.get("rank_compute_s_run_clock"):
+                    row["predicted_rank_compute_run_clock_s"] = p["rank_compute_s_run_clock"]
         out.append(row)
     return out
 
@@ -129,13 +134,34 @@ def run_clock(
         return {}
     scale = serial_measured / serial_row["step_time_s"]
     serial_row["step_time_s_run_clock"] = serial_measured
+    others = [a for a in arms if a != SERIAL]
+    cuts = {measured_cut(measured_summary_rows, row) for row in rows}
     for devices, factor in contention.items():
-        others = [a for a in arms if a != SERIAL]
-        again = predict_table(profile, [devices], replicas, others, link, microbatches, contention=factor)
-        for new in again:
-            if new.get("step_time_s") is None:
-                continue
-            for row in rows:
-                if all(row[k] == new[k] for k in ("arm", "stages", "replicas", "microbatches")):
-                    row["step_time_s_run_clock"] = scale * new["step_time_s"]
+        for cut in cuts:  # each arm with the cut it ran (a ``time`` balance may differ per run)
+            cut_profile = profile if cut is None else profile.with_cut(cut)
+            again = predict_table(
+                cut_profile, [devices], replicas, others, link, microbatches, contention=factor
+            )
+            for new in again:
+                if new.get("step_time_s") is None:
+                    continue
+                for row in rows:
+                    same = all(row[k] == new[k] for k in ("arm", "stages", "replicas", "microbatches"))
+                    if same and measured_cut(measured_summary_rows, row) == cut:
+                        row["step_time_s_run_clock"] = scale * new["step_time_s"]
+                        row["rank_compute_s_run_clock"] = [scale * c for c in new.get("rank_compute_s", [])]
+                        row["run_clock_cut"] = None if cut is None else list(cut)
     return contention
+
+
+def measured_cut(
+    measured_summary_rows: Sequence[dict[str, Any]], prediction: dict[str, Any]
+) -> tuple[int, ...] | None:
+    """The cut the measured run of ``prediction``'s arm ran most often over its repeats (None:
+    not recorded, as in summaries older than the record, or an arm that cuts nothing)."""
+    for m in measured_summary_rows:
+        if _match([prediction], m["arm"], int(m["devices"]), m.get("microbatches")) is not prediction:
+            continue
+        cuts = [tuple(c) for c in m.get("bounds_per_repeat") or [] if c]
+        return Counter(cuts).most_common(1)[0][0] if cuts else None
+    return None

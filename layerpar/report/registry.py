@@ -28,6 +28,7 @@ from layerpar.report.diagnosis import ablation_table, diagnosis_table
 from layerpar.report.diffusion import diffusion_seeds_table, diffusion_table
 from layerpar.report.parity import gap_range, parity_auxnet, parity_heads, parity_pipelined, parity_runs
 from layerpar.report.predictors import predictor_table
+from layerpar.report.rank_compute import rank_compute_table
 from layerpar.report.reliability import reliability_table
 from layerpar.report.results import Results, Table
 from layerpar.report.runs import (
@@ -55,6 +56,7 @@ BLOCKS: dict[str, Callable[[Results, Sequence[str]], Table]] = {
     "stash": stash_table,
     "bench-seeds": bench_seeds_table,
     "breakdown": breakdown_table,
+    "rank-compute": rank_compute_table,
     "demo": demo_table,
     "reliability": reliability_table,
     "diagnosis": diagnosis_table,

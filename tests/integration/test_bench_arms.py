@@ -145,6 +145,7 @@ def test_pipelined_layerpar_arm_sends_an_activation_each_way_per_sample() -> Non
     shape = build_setup(config).boundary_shapes[0]
     boundary_bytes = config.train.batch_size * math.prod(shape) * 4  # float32, one full batch
     assert result["bytes_per_step"] == 2 * boundary_bytes
+    assert len(result["bounds"]) == 3  # the cut it ran, for the cost model (bench/validate.py)
     # Where its timed steps went, per rank: compute on both, the stash's copies on the first
     # (the last module backpropagates at once and stashes nothing), parts adding up to the step.
     from layerpar.bench.breakdown import OTHER, ROWS, STEP
@@ -184,6 +185,7 @@ def test_a_zero_bubble_arm_says_where_its_step_went_on_each_rank() -> None:
         assert rank["backward"] == 0 and rank["post p2p"] > 0 and rank["wait: p2p"] > 0
         assert math.isclose(sum(v for k, v in rank.items() if k != STEP), rank[STEP], rel_tol=1e-9)
     assert per_rank[1]["loss"] > 0  # stage 3 of 4, the last, is rank 1's
+    assert len(result["bounds"]) == 5 and result["bounds"][0] == 0  # the 2K-stage cut it ran
 
 
 @pytest.mark.slow

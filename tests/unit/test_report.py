@@ -238,3 +238,35 @@ def test_a_delayed_head_term_is_named_in_the_predictor_table(tmp_path):
     _predictor_run(tmp_path, "run-local", "local", 2, 0.80, head_term="delayed")
     table = predictor_table(Results(tmp_path), ["serial.json", "run-*.json"])
     assert table.rows[0][0] == "local term, kept, gradient (α = 1, with the delayed adjoint)"
+
+
+def test_the_rank_compute_table_sets_each_ranks_measured_compute_beside_the_model(tmp_path):
+    """A pipeline arm's measured compute per rank (forwards and every kind of backward) over the
+    model's for the same rank at the run's clock; the runtime's own parts beside them."""
+    from layerpar.report.rank_compute import rank_compute_table
+    from layerpar.report.results import ReportError, Results
+
+    rank = {"forward": 40.0, "backward: input": 30.0, "backward: weight": 30.0, "wait: p2p": 50.0,
+            "post p2p": 4.0, "loss": 1.0, "other (Python, bookkeeping)": 5.0, "step (mean)": 160.0}
+    results = [
+        {"arm": "serial", "devices": 1, "step_time_s_median": 0.3},
+        {"arm": "interleavedzb", "devices": 2, "microbatches": 4, "step_time_s_median": 0.16,
+         "breakdown_ms_per_step": [rank, {**rank, "forward": 60.0}]},
+        {"arm": "ddp", "devices": 2, "step_time_s_median": 0.15},
+    ]
+    validation = [
+        {"arm": "serial", "devices": 1, "microbatches": None, "predicted_s": 0.3},
+        {"arm": "interleavedzb", "devices": 2, "microbatches": 4, "predicted_s": 0.15,
+         "predicted_rank_compute_run_clock_s": [0.08, 0.1]},
+        {"arm": "ddp", "devices": 2, "microbatches": None, "predicted_s": 0.14},
+    ]
+    (tmp_path / "b" / "predict").mkdir(parents=True)
+    (tmp_path / "b" / "summary.json").write_text(json.dumps({"command": "layerpar bench x", "results": results}))
+    (tmp_path / "b" / "predict" / "predictions.json").write_text(json.dumps({"validation": validation}))
+    table = rank_compute_table(Results(tmp_path), ["b"])
+    assert table.rows == [("interleavedzb, M = 4", "100 / 120", "80 / 100", "1.25 / 1.20", "10 / 10")]
+    assert table.commands == ("layerpar bench x",)
+    shutil.copytree(tmp_path / "b", tmp_path / "c")  # the run without per-rank predictions
+    (tmp_path / "c" / "predict" / "predictions.json").write_text(json.dumps({"validation": validation[:1]}))
+    with pytest.raises(ReportError, match="no arm with both"):
+        rank_compute_table(Results(tmp_path), ["c"])

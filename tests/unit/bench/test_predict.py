@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from layerpar.bench.costmodel import LINKS, Link
 from layerpar.bench.predict import predict_table
 from layerpar.bench.predict_report import write_predictions
-from layerpar.bench.validate import load_summary, run_clock, run_contention, validate
+from layerpar.bench.profile import BlockTimes, Profile
+from layerpar.bench.validate import load_summary, measured_cut, run_clock, run_contention, validate
 from layerpar.errors import ConfigError
 from tests.unit.bench.fakes import hand_profile
 
@@ -88,6 +90,34 @@ def test_the_run_clock_comes_from_the_serial_and_contention_arms():
     assert ddp["predicted_run_clock_s"] == pytest.approx(25.6)
     assert ddp["rel_error_run_clock"] == pytest.approx(25.6 / 26.0 - 1)
     assert ddp["rel_error"] == pytest.approx(11.6 / 26.0 - 1)  # the plain model: 0.1 + 6 + 0.4 + 5.1
+
+
+def test_at_the_run_clock_each_arm_is_predicted_with_the_cut_it_ran():
+    """A ``time`` balance cuts anew at every start: the run's-clock prediction of an arm uses the
+    cut its repeats ran most often, not the profile's own."""
+    from layerpar.bench.profile import partition_bounds
+
+    prof = dataclasses.replace(hand_profile(), timings=(BlockTimes(8, (1.0, 1.0, 1.0, 3.0), (2.0,) * 4),))
+    assert partition_bounds(prof, 2) == (0, 2, 4)  # the profile's cut: 6 s | 8 s
+    assert partition_bounds(prof.with_cut((0, 3, 4)), 2) == (0, 3, 4)  # 9 s | 5 s
+    assert partition_bounds(prof.with_cut((0, 3, 4)), 3) == partition_bounds(prof, 3)
+    assert Profile.from_dict(prof.with_cut((0, 3, 4)).to_dict()).cuts == ((0, 3, 4),)
+    arms = ["serial", "contention", "gpipe"]
+    rows = predict_table(prof, [1, 2], [1], arms, LINK, [2])
+    measured = [
+        {"arm": "serial", "devices": 1, "step_time_s_median": 25.0, "microbatches": None},
+        {"arm": "contention", "devices": 2, "step_time_s_median": 25.0, "microbatches": None},
+        {"arm": "gpipe", "devices": 2, "step_time_s_median": 20.0, "microbatches": 2,
+         "bounds_per_repeat": [[0, 3, 4], [0, 2, 4], [0, 3, 4]]},
+    ]
+    gpipe = next(r for r in rows if r["arm"] == "gpipe" and r["devices"] == 2)
+    assert measured_cut(measured, gpipe) == (0, 3, 4)  # two repeats of three
+    run_clock(rows, measured, prof, arms=arms, replicas=[1], link=LINK, microbatches=[2])
+    assert gpipe["run_clock_cut"] == [0, 3, 4]
+    scale = 25.0 / next(r for r in rows if r["arm"] == "serial")["step_time_s"]
+    own_cut = predict_table(prof.with_cut((0, 3, 4)), [2], [1], ["gpipe"], LINK, [2])[0]["step_time_s"]
+    assert gpipe["step_time_s_run_clock"] == pytest.approx(scale * own_cut)
+    assert own_cut != pytest.approx(gpipe["step_time_s"])  # the profile's cut predicts another step
 
 
 def test_no_run_clock_without_its_two_arms():

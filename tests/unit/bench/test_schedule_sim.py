@@ -153,3 +153,14 @@ def test_a_send_holds_its_sender_on_a_link_that_copies_on_the_cpu():
     gloo = get_link("gloo-loopback")
     assert gloo.sender_copies and gloo.sender_busy(2e9) == pytest.approx(2e9 / gloo.bandwidth_Bps)
     assert get_link("nvlink").sender_busy(2e9) == 0.0 and gloo.sender_busy(0) == 0.0
+
+
+def test_each_rank_s_compute_is_the_sum_of_its_actions():
+    """What the report sets beside a pipeline arm's measured breakdown (report/rank_compute.py)."""
+    from layerpar.bench.costmodel import predict_pipeline
+
+    # hand profile at micro-batch 2: forward 0.25 s, backward 0.5 s per block, one block a stage
+    multi = predict_multistage(hand_profile(), 2, 1, 4, IDEAL, schedule="interleaved1f1b")
+    assert multi.rank_compute_s == pytest.approx((2 * 4 * 0.75, 2 * 4 * 0.75))  # 2 stages × M
+    closed = predict_pipeline(hand_profile(), 2, 1, 4, IDEAL)  # 2 blocks a stage
+    assert closed.rank_compute_s == pytest.approx((4 * 1.5, 4 * 1.5))
