@@ -28,6 +28,7 @@ from layerpar.bench.predict import predict_table
 from layerpar.bench.predict_report import print_tables, write_predictions
 from layerpar.bench.profile import Profile
 from layerpar.bench.profile_measure import measure_profile
+from layerpar.bench.profile_runtime import SCHEDULES as RUNTIME_SCHEDULES
 from layerpar.bench.registry import SERIAL
 from layerpar.bench.stash_model import stash_validation
 from layerpar.bench.validate import load_summary, run_clock, validate
@@ -116,6 +117,10 @@ def run_predict(
             microbatches=ms,
             replicas=replicas,
             contention=contention,
+            # torch's pipeline runtime per schedule and M, for the pipeline arms predicted, at the
+            # K the run measured (else the smallest K; other K use the nearest one measured)
+            schedules=[a for a in arms if a in RUNTIME_SCHEDULES],
+            runtime_stages=_runtime_stages(stages, measured),
         )
     rows = predict_table(profile, stages, replicas, arms, link, ms)
     if profile.contention is not None:
@@ -142,6 +147,12 @@ def run_predict(
         "validation": validation,
         "paths": {k: str(v) for k, v in paths.items()},
     }
+
+
+def _runtime_stages(stages: Sequence[int], measured: Sequence[dict[str, Any]]) -> list[int]:
+    """The K at which to probe torch's pipeline runtime (it spawns K processes per K)."""
+    ran = sorted({int(r["devices"]) for r in measured if r["arm"] in RUNTIME_SCHEDULES})
+    return ran or [k for k in stages if k >= 2][:1]
 
 
 def _warn_if_different(console: Any, config: RunConfig, measured: Sequence[dict[str, Any]]) -> None:

@@ -117,7 +117,7 @@ def measure_profile(
         contention: also run ``measure_contention`` (CPU only; spawns one process, ~10 s).
         schedules: pipeline schedules (``profile_runtime.SCHEDULES``) whose runtime cost to
             measure at every K of ``runtime_stages`` (default: ``stages``) and M of
-            ``microbatches`` (CPU only; about a second per triple on ResNet-20).
+            ``microbatches``, in K processes on tiny stages (CPU only; a few seconds).
     """
     from layerpar.auxnet import boundary_shapes, build_auxnet
     from layerpar.parallel.setup import build_model_for, torch_dtype
@@ -224,16 +224,12 @@ def measure_profile(
         profile = dataclasses.replace(
             profile, aux=tuple(aux_rows), adam_s_per_byte=adam, stage_saved=tuple(saved_rows), split=split
         )
-        if device.type == "cpu":
+        if device.type == "cpu" and schedules:
             runtime = measure_runtime_overhead(
-                profile,
-                model,
                 schedules=schedules,
                 stages=ks if runtime_stages is None else runtime_stages,
                 microbatches=microbatches,
-                repeats=repeats,
             )
-            model.load_state_dict(saved)
             profile = dataclasses.replace(profile, runtime=runtime)
     finally:
         torch.set_num_threads(threads)

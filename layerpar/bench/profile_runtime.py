@@ -1,41 +1,43 @@
 """The cost of torch's pipeline runtime itself, per schedule, K and M: what a per-block profile
 cannot see.
 
-The per-block profile times each block's forward and backward with plain autograd.  A
-``torch.distributed.pipelining`` schedule runs the same work through its runtime: it cuts the
-batch into micro-batches, posts and checks actions, keeps every micro-batch's graph alive until
-its backward (all M of them in GPipe), and in the zero-bubble schedules splits each backward
-into an input-gradient pass and a weight-gradient pass through autograd.  On a slow CPU that
-costs milliseconds per step, and more the more actions a rank runs (the two-stages-per-rank
-schedules run 4M or 6M of them).
+The per-block profile times each block's forward and backward with plain autograd, and the
+link model prices each message.  A ``torch.distributed.pipelining`` schedule also runs its
+runtime between the actions on every rank: it cuts the batch into micro-batches, walks its
+action list, posts and completes every point-to-point message, computes the loss, and checks
+shapes.  The pipeline arms' breakdown (``pipeline_clock.py``) measures that time on the real
+run as ``post p2p``, ``loss`` and ``other``: a few milliseconds a step for GPipe and 1F1B on
+this CPU, several times that for the schedules with two stages per rank (4M or 6M actions).
 
-``measure_runtime_overhead`` measures it on one rank's share of the model: the first rank's
-blocks of the K-rank cut (one stage for GPipe/1F1B; for the two-stages-per-rank schedules the
-first two of the 2K stages), run by the schedule on a world of one process (torch passes
-activations between two stages of one rank without messages), against the same forward and
-backward over the same M micro-batches without the runtime.  Messages between ranks are the
-link model's, not this.  Rounds alternate the two, so drift hits both alike; the difference of
-the medians is stored per step (``Profile.runtime``) and the cost model spreads it over the
-rank's actions.  It needs a process group of its own: when one is already initialised (inside a
-distributed job), nothing is measured.
+``measure_runtime_overhead`` measures it in the profile, in K real processes joined by gloo,
+each running the real schedule on *tiny* stages (an 8-wide linear layer on two samples per
+micro-batch): the step time is then the runtime's own work and the messages' fixed costs, with
+next to no compute and no bytes (the link model's bandwidth and the sender's copy are priced
+apart).  The median step of rank 0 is stored per schedule, K and M (``Profile.runtime``), and
+the cost model spreads it over a rank's actions.  CPU only; it spawns K processes once for all
+the (schedule, M) pairs (a few seconds in all).
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from layerpar.bench.profile import Profile, RuntimeOverhead, partition_bounds
-from layerpar.bench.profile_timing import median
+from layerpar.bench.profile import RuntimeOverhead
 
 SINGLE_STAGE = ("gpipe", "1f1b")
 TWO_STAGE = ("interleaved1f1b", "interleavedzb", "zbv", "dualpipev")
 SCHEDULES = SINGLE_STAGE + TWO_STAGE
+WIDTH = 8
+"""Features of a tiny stage (and of every message it sends)."""
 
 
 def _schedule_class(schedule: str) -> Any:
@@ -51,96 +53,102 @@ def _schedule_class(schedule: str) -> Any:
     }[schedule]
 
 
-def rank_share(profile: Profile, schedule: str, stages: int) -> tuple[int, ...] | None:
-    """Block cut points of the first rank's local stages under ``schedule`` on ``stages`` ranks
-    (None: the backbone cannot be cut that finely)."""
-    local = 2 if schedule in TWO_STAGE else 1
-    bounds = partition_bounds(profile, local * stages)
-    return None if bounds is None else tuple(bounds[: local + 1])
+def runs(schedule: str, ranks: int, microbatches: int) -> bool:
+    """Whether torch runs ``schedule`` on ``ranks`` with ``microbatches`` (DualPipeV needs M ≥ 2K)."""
+    return (
+        schedule in SCHEDULES
+        and ranks >= 2
+        and microbatches >= 1
+        and not (schedule == "dualpipev" and microbatches < 2 * ranks)
+    )
 
 
-def _feature_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """A loss on a share's output features (the share rarely ends in the logits)."""
+def _tiny_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     del target
-    return out.float().pow(2).mean()
+    return out.pow(2).mean()
 
 
-def _alternate(first: Callable[[], None], second: Callable[[], None], repeats: int, rounds: int) -> float:
-    """median(first) − median(second), seconds, timed in alternating rounds after a warm-up."""
-    first()
-    second()
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(rounds):
-        for fn, out in ((first, a), (second, b)):
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - start)
-    return median(a) - median(b)
-
-
-def _overhead(
-    schedule: str,
-    modules: Sequence[nn.Module],
-    x: torch.Tensor,
-    microbatches: int,
-    repeats: int,
-    rounds: int,
-) -> float:
+def _step_seconds(schedule: str, microbatches: int, steps: int) -> float:
+    """Median seconds of one step of ``schedule`` on this rank's tiny stages (all ranks call it)."""
     from torch.distributed.pipelining import PipelineStage
 
-    count = len(modules)
-    stages = [PipelineStage(m, i, count, x.device) for i, m in enumerate(modules)]
+    from layerpar.bench.multistage_arms import stage_ids
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    ids = stage_ids(schedule, rank, world) if schedule in TWO_STAGE else (rank,)
+    count = world * len(ids)
+    torch.manual_seed(0)
+    stages = [PipelineStage(nn.Linear(WIDTH, WIDTH), i, count, torch.device("cpu")) for i in ids]
     pipe = _schedule_class(schedule)(
-        stages if schedule in TWO_STAGE else stages[0], n_microbatches=microbatches, loss_fn=_feature_loss
+        stages if schedule in TWO_STAGE else stages[0], n_microbatches=microbatches, loss_fn=_tiny_loss
     )
-    target = torch.zeros(x.shape[0], device=x.device)
-    chain = nn.Sequential(*modules)
+    x, target = torch.randn(2 * microbatches, WIDTH), torch.zeros(2 * microbatches)
+    first, last = any(s.is_first for s in stages), any(s.is_last for s in stages)
 
-    def with_runtime() -> None:
-        pipe.step(x, target=target, return_outputs=False)  # a real rank saves logits at most
-        chain.zero_grad(set_to_none=True)
+    def step() -> None:
+        pipe.step(*((x,) if first else ()), **({"target": target} if last else {}))
 
-    def plain() -> None:
-        for micro in x.chunk(microbatches):
-            _feature_loss(chain(micro), target).backward()
-        chain.zero_grad(set_to_none=True)
+    for _ in range(3):
+        step()
+    dist.barrier()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
-    return _alternate(with_runtime, plain, repeats, rounds)
+
+def _probe_worker(
+    rank: int, world: int, port: int, pairs: Sequence[tuple[str, int]], steps: int, out: Any
+) -> None:
+    from layerpar.launchers.env import contract
+
+    os.environ.update(contract("127.0.0.1", port, rank, world, rank))
+    torch.set_num_threads(1)
+    try:
+        dist.init_process_group("gloo")
+        try:
+            seconds = [_step_seconds(schedule, m, steps) for schedule, m in pairs]
+        finally:
+            dist.destroy_process_group()
+        if rank == 0:
+            out.put(("ok", seconds))
+    except BaseException as error:  # noqa: BLE001
+        out.put(("error", f"rank {rank}: {error!r}"))
 
 
 def measure_runtime_overhead(
-    profile: Profile,
-    model: Any,
     *,
     schedules: Iterable[str],
     stages: Iterable[int],
     microbatches: Iterable[int],
-    repeats: int = 5,
-    rounds: int = 3,
+    steps: int = 20,
+    timeout_s: float = 300.0,
 ) -> tuple[RuntimeOverhead, ...]:
-    """``RuntimeOverhead`` of every schedule × K × M that fits (module docstring).  ``model`` is
-    the profiled backbone (its state is the caller's to restore); CPU, one thread."""
-    wanted = [s for s in schedules if s in SCHEDULES]
-    if not wanted or dist.is_initialized():
-        return ()
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        rows = []
-        for k in sorted(set(stages)):
-            for schedule in wanted:
-                share = rank_share(profile, schedule, k)
-                if k < 2 or share is None:
-                    continue
-                modules = [model.slice(a, b) for a, b in zip(share, share[1:])]
-                dtype = next(model.parameters()).dtype
-                x = torch.randn(profile.batch_size, *profile.input_shape, dtype=dtype)
-                for m in sorted(set(microbatches)):
-                    if m < 1 or profile.batch_size < m or (schedule == "dualpipev" and m < 2 * k):
-                        continue
-                    seconds = _overhead(schedule, modules, x, m, repeats, rounds)
-                    rows.append(RuntimeOverhead(schedule, k, m, seconds))
-        return tuple(rows)
-    finally:
-        dist.destroy_process_group()
+    """``RuntimeOverhead`` of every schedule × K × M that torch runs (module docstring).  Call it
+    from code under ``if __name__ == "__main__":`` (it spawns K processes per K)."""
+    from layerpar.launchers.env import free_port
+
+    rows: list[RuntimeOverhead] = []
+    for k in sorted(set(stages)):
+        pairs = [(s, m) for s in schedules for m in sorted(set(microbatches)) if runs(s, k, m)]
+        if not pairs:
+            continue
+        ctx = mp.get_context("spawn")
+        out = ctx.Queue()
+        port = free_port()
+        procs = [ctx.Process(target=_probe_worker, args=(r, k, port, pairs, steps, out)) for r in range(k)]
+        for proc in procs:
+            proc.start()
+        try:
+            status, payload = out.get(timeout=timeout_s)
+        finally:
+            for proc in procs:
+                proc.join(timeout=30)
+                if proc.is_alive():
+                    proc.terminate()
+        if status != "ok":
+            raise RuntimeError(f"the pipeline-runtime probe failed: {payload}")
+        rows += [RuntimeOverhead(s, k, m, sec) for (s, m), sec in zip(pairs, payload, strict=True)]
+    return tuple(rows)

@@ -154,3 +154,11 @@ def test_load_summary(tmp_path):
     path.write_text("[]")
     with pytest.raises(ConfigError, match="summary.json"):
         load_summary(path)
+
+
+def test_the_runtime_probe_runs_at_the_measured_pipeline_k_or_the_smallest():
+    from layerpar.bench.predict_run import _runtime_stages
+
+    assert _runtime_stages([1, 2, 3, 4], [{"arm": "gpipe", "devices": 3}, {"arm": "ddp", "devices": 4}]) == [3]
+    assert _runtime_stages([1, 2, 3, 4], []) == [2]  # other K use the nearest probed one
+    assert _runtime_stages([1], []) == []
