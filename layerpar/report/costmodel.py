@@ -128,15 +128,15 @@ def value_model_error(results: Results, args: Sequence[str]) -> str:
     return error_range(errors)
 
 
-def error_range(errors: Sequence[float]) -> str:
+def error_range(errors: Sequence[float], digits: int = 0) -> str:
     """One error signed (``+80 %``); several as a range, unsigned when all share a sign (``24–80 %``:
-    the sentence says over or under), signed where they straddle zero."""
+    the sentence says over or under), signed where they straddle zero; ``digits`` decimals."""
     if len(errors) == 1:
-        return f"{signed(errors[0], 0)} %"
+        return f"{signed(errors[0], digits)} %"
     if min(errors) < 0 < max(errors):
-        return f"{signed(min(errors), 0)} to {signed(max(errors), 0)} %"
+        return f"{signed(min(errors), digits)} to {signed(max(errors), digits)} %"
     low, high = sorted(abs(e) for e in (min(errors), max(errors)))
-    return f"{low:.0f}–{high:.0f} %"
+    return f"{low:.{digits}f}–{high:.{digits}f} %"
 
 
 def value_costmodel_range(results: Results, args: Sequence[str]) -> str:
@@ -155,7 +155,8 @@ def value_costmodel_range(results: Results, args: Sequence[str]) -> str:
     ]
     if not errors:
         raise ReportError(f"no {key} in {args[0]}/predict/predictions.json")
-    return error_range(errors)
+    # one decimal at the run's clock, as its table column: it is read against a 15 % line
+    return error_range(errors, 1 if len(args) == 2 else 0)
 
 
 def value_forward_ms(results: Results, args: Sequence[str]) -> str:

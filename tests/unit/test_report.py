@@ -270,3 +270,11 @@ def test_the_rank_compute_table_sets_each_ranks_measured_compute_beside_the_mode
     (tmp_path / "c" / "predict" / "predictions.json").write_text(json.dumps({"validation": validation[:1]}))
     with pytest.raises(ReportError, match="no arm with both"):
         rank_compute_table(Results(tmp_path), ["c"])
+
+
+def test_an_error_range_at_the_run_clock_keeps_one_decimal_for_the_15_percent_line():
+    from layerpar.report.costmodel import error_range
+
+    assert error_range([-9.7, 14.6]) == "−10 to +15 %"
+    assert error_range([-9.7, 14.6], 1) == "−9.7 to +14.6 %"
+    assert error_range([4.04, 37.2]) == "4–37 %" and error_range([-15.5], 1) == "−15.5 %"
