@@ -90,9 +90,10 @@ class StageSplit:
 
 @dataclass(frozen=True)
 class RuntimeOverhead:
-    """Seconds per step that torch's pipeline runtime adds to one rank's share of the model under
-    ``schedule`` on ``stages`` ranks with ``microbatches`` micro-batches, over plain autograd on
-    the same micro-batches (``profile_runtime.py``; may read slightly negative: noise)."""
+    """Seconds per step of torch's pipeline runtime itself under ``schedule`` on ``stages`` ranks
+    with ``microbatches`` micro-batches: the real schedule on tiny stages in ``stages`` gloo
+    processes (``profile_runtime.py``; profiles before 2026-12-08 hold the older one-process
+    reading, the runtime over plain autograd on one rank's share, which may read negative)."""
 
     schedule: str
     stages: int
