@@ -3,17 +3,19 @@
 The cost model predicts these arms from a per-block profile (``costmodel.py``,
 ``schedule_sim.py``); where it misses, the question is which part of the step it did not see:
 slower compute per action than the profile's (small micro-batches, the zero-bubble schedules'
-backward split into an input-gradient and a weight-gradient pass through autograd), waiting on
-a neighbour's message, or the runtime's own Python between actions.  This clock times the
-first two on every rank of a real run; the remainder (``other``) is the third.
+backward split into an input-gradient and a weight-gradient pass through autograd), posting or
+waiting for a neighbour's message, or the runtime's own Python between actions.  This clock
+times the compute, the messages and the loss on every rank of a real run; the remainder
+(``other``) is the runtime's Python.
 
 It wraps this rank's ``PipelineStage`` objects' compute methods (``forward_one_chunk``,
 ``backward_one_chunk``: ``backward`` when full, ``backward: input`` when split;
-``backward_weight_one_chunk``: ``backward: weight``) on the instances, and torch's
-``schedules._wait_batch_p2p``, through which every schedule of torch 2.13 waits for its
-point-to-point messages (``wait: p2p``: receives not yet sent and sends not yet taken).  Both
-are torch's own names; if a torch release renames them, the wrapped part reads zero and its time
-lands in ``other``, which the table shows rather than hides.
+``backward_weight_one_chunk``: ``backward: weight``) and the schedule's
+``_maybe_compute_loss`` on the instances, and torch's ``schedules._batch_p2p`` and
+``schedules._wait_batch_p2p``, through which every schedule of torch 2.13 posts and waits for
+its point-to-point messages (``post p2p``; ``wait: p2p``: receives not yet sent and sends not
+yet taken).  All are torch's own names; if a torch release renames one, its part reads zero and
+its time lands in ``other``, which the table shows rather than hides.
 """
 
 from __future__ import annotations
