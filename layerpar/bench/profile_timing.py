@@ -59,8 +59,8 @@ def split_backward(
     """Median seconds of the two halves of ``module``'s backward as the zero-bubble schedules run
     it: the input-gradient pass (``I``, keeping the graph) and the weight-gradient pass from the
     intermediates it saved (``W``), through torch's own ``stage_backward_input`` and
-    ``stage_backward_weight``.  On a CPU the two together cost well over one full backward
-    (a convolution's backward runs once for each), which ``fwd_bwd`` cannot see."""
+    ``stage_backward_weight``.  On a CPU the two together cost more than one full backward,
+    which ``fwd_bwd`` cannot see."""
     from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
 
     input_pass, weight_pass = [], []
