@@ -56,7 +56,8 @@ def add_bench_parser(sub: Any) -> None:
         action="store_true",
         help="scaling model: profile this machine, predict every arm with a cost model "
         f"({commas(registry.predictable())}) for K = 1..--max-stages (and --replicas layouts), "
-        "validate against --measured or the measurements of this run",
+        "validate against --measured or the measurements of this run (on a CPU it also probes "
+        "torch's pipeline runtime in K processes for the pipeline arms: a few seconds)",
     )
     bench.add_argument("--max-stages", type=int, default=DEFAULT.max_stages, help="largest K to predict")
     bench.add_argument(
