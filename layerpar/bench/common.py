@@ -204,6 +204,31 @@ def recorded_cut() -> tuple[int, ...] | None:
     return _CUT["bounds"]
 
 
+def spawn_ranks(
+    target: Callable[..., None], world: int, args: tuple[Any, ...], timeout_s: float
+) -> tuple[str, Any]:
+    """Run ``target(rank, world, port, *args, queue)`` in ``world`` spawned processes joined on a
+    free loopback port; the first ``(status, payload)`` one of them puts on the queue (rank 0's
+    result, or any rank's error).  Stragglers are terminated after 30 s."""
+    import multiprocessing as mp
+
+    from layerpar.launchers.env import free_port
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=target, args=(r, world, port, *args, queue)) for r in range(world)]
+    for proc in procs:
+        proc.start()
+    try:
+        return queue.get(timeout=timeout_s)
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+
+
 def time_steps(step_fn: Callable[[int], None], warmup: int, steps: int) -> Timed:
     """Run ``warmup`` untimed steps, a barrier, then ``steps`` timed ones: (seconds per step,
     bytes this rank sent per timed step)."""

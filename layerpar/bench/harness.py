@@ -12,7 +12,6 @@ Timing excludes evaluation and start-up; each step's time is the slowest rank's.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import resource
 import statistics
@@ -28,12 +27,19 @@ from tqdm import tqdm
 
 from layerpar.bench import registry
 from layerpar.bench.breakdown import breakdown_markdown, mean_breakdown
-from layerpar.bench.common import count_bytes, markdown_table, recorded_cut, timing_config, write_summary
+from layerpar.bench.common import (
+    count_bytes,
+    markdown_table,
+    recorded_cut,
+    spawn_ranks,
+    timing_config,
+    write_summary,
+)
 from layerpar.bench.config import BenchConfig
 from layerpar.bench.registry import SERIAL
 from layerpar.config import RunConfig, replace
 from layerpar.errors import WorkerError
-from layerpar.launchers.env import contract, free_port
+from layerpar.launchers.env import contract
 from layerpar.parallel.comm import close_process_group, init_process_group
 from layerpar.parallel.run import environment
 
@@ -76,24 +82,7 @@ def run_arm(
     (the slowest rank's), bytes sent per step (all ranks) and peak memory per worker (the
     largest, and each rank's).  An arm that cannot run ``config`` (a denoiser) fails here."""
     registry.check_denoiser([arm], config)
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    port = free_port()
-    procs = [
-        ctx.Process(
-            target=_worker, args=(r, devices, port, arm, config, warmup, steps, microbatches, results)
-        )
-        for r in range(devices)
-    ]
-    for proc in procs:
-        proc.start()
-    try:
-        status, payload = results.get(timeout=1800)
-    finally:
-        for proc in procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.terminate()
+    status, payload = spawn_ranks(_worker, devices, (arm, config, warmup, steps, microbatches), 1800)
     if status != "ok":
         raise WorkerError(payload, None)
     per_rank_times = [p[0] for p in payload]

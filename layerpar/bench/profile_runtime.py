@@ -20,7 +20,6 @@ the (schedule, M) pairs (a few seconds in all).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import statistics
 import time
@@ -128,26 +127,14 @@ def measure_runtime_overhead(
 ) -> tuple[RuntimeOverhead, ...]:
     """``RuntimeOverhead`` of every schedule × K × M that torch runs (module docstring).  Call it
     from code under ``if __name__ == "__main__":`` (it spawns K processes per K)."""
-    from layerpar.launchers.env import free_port
+    from layerpar.bench.common import spawn_ranks
 
     rows: list[RuntimeOverhead] = []
     for k in sorted(set(stages)):
         pairs = [(s, m) for s in schedules for m in sorted(set(microbatches)) if runs(s, k, m)]
         if not pairs:
             continue
-        ctx = mp.get_context("spawn")
-        out = ctx.Queue()
-        port = free_port()
-        procs = [ctx.Process(target=_probe_worker, args=(r, k, port, pairs, steps, out)) for r in range(k)]
-        for proc in procs:
-            proc.start()
-        try:
-            status, payload = out.get(timeout=timeout_s)
-        finally:
-            for proc in procs:
-                proc.join(timeout=30)
-                if proc.is_alive():
-                    proc.terminate()
+        status, payload = spawn_ranks(_probe_worker, k, (pairs, steps), timeout_s)
         if status != "ok":
             raise RuntimeError(f"the pipeline-runtime probe failed: {payload}")
         rows += [RuntimeOverhead(s, k, m, sec) for (s, m), sec in zip(pairs, payload, strict=True)]
