@@ -172,9 +172,6 @@ class Corrected(Pipelined):
             return
         self._forward_out = self._adjoint = None
         tick = pipelined_tick(w.stage, w.stages, w.run_step)
-        adjoint_next = None
-        if tick.backward is not None:
-            adjoint_next = w.recv_backward(self._pending[0].h.shape)
         u = cond = y = None
         if w.is_first:
             u, cond, y = s.x, s.cond, s.y
@@ -189,8 +186,10 @@ class Corrected(Pipelined):
         if u is not None:
             assert y is not None
             self._forward_and_predict(u, cond, y)
-        if adjoint_next is not None:
-            self._correct(adjoint_next)
+            self._send_forward()
+        if tick.backward is not None:
+            # Read after the forward, which does not need it (as in the pipelined method).
+            self._correct(w.recv_backward(self._pending[0].h.shape))
 
     def _forward_and_predict(self, u: torch.Tensor, cond: torch.Tensor | None, y: torch.Tensor) -> None:
         """Forward on stashed weights, then apply the prediction's share of the update now."""

@@ -173,9 +173,6 @@ class Pipelined(Method):
         w, s = self.worker, self.state
         self._forward_out = self._adjoint = None
         tick = pipelined_tick(w.stage, w.stages, w.run_step)
-        adjoint_next = None
-        if not w.is_last and tick.backward is not None:
-            adjoint_next = w.recv_backward(self._pending[0].h.shape)
         u = cond = None
         if w.is_first:
             u, cond = s.x, s.cond
@@ -199,9 +196,12 @@ class Pipelined(Method):
             h, weights = w.stashed_forward(u, shift, cond)
             self._pending.append(PendingForward(u=u, h=h, weights=weights, cond=cond))
             self._forward_out = h.detach()
-        if adjoint_next is None:
+            self._send_forward()
+        if tick.backward is None:
             return
+        # Read after the forward, which does not need it: the wait overlaps this module's forward.
         oldest = self._pending.popleft()
+        adjoint_next = w.recv_backward(oldest.h.shape)
         with w.clock("backward"):
             oldest.h.backward(adjoint_next.to(oldest.h.dtype))
         self._finish_backward(oldest)
@@ -219,12 +219,18 @@ class Pipelined(Method):
         if not w.is_first:
             self._adjoint = oldest.u.grad
 
+    def _send_forward(self) -> None:
+        """h_k out as soon as it exists, before this step's backward: module k+1's next step
+        needs nothing else, so it starts while this module is still in its backward (neighbours
+        are not in lock-step at every micro-step; the messages and the updates are the same)."""
+        if self._forward_out is not None and not self.state.final:
+            self.worker.send_forward(self._forward_out)
+
     def send(self) -> None:
         w = self.worker
         if self.state.final:
             return  # no later step of this run would read it
-        if self._forward_out is not None:
-            w.send_forward(self._forward_out)
+        # h_k went out in forward_backward, as soon as it existed.
         if self._adjoint is not None and not w.is_first:
             w.send_backward(self._adjoint)
 
