@@ -36,6 +36,13 @@ def add_bench_parser(sub: Any) -> None:
     )
     bench.add_argument("--warmup-steps", type=int, default=DEFAULT.warmup_steps)
     bench.add_argument(
+        "--pin-cores",
+        action="store_true",
+        help="pin each device of every timed arm to a CPU core of its own (rank r on the r-th core; "
+        "serial on the first; serial-threads on the first K): the scheduler then never runs two "
+        "workers on one core. Not with --predict or --one-device; --train's runs are not pinned",
+    )
+    bench.add_argument(
         "--microbatches",
         default=commas(DEFAULT.microbatches),
         help="M for the pipeline arms "

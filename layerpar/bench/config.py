@@ -44,6 +44,8 @@ class BenchConfig:
     steps: int = 30
     """Timed steps per repeat, after the warm-up."""
     warmup_steps: int = 5
+    pin_cores: bool = False
+    """Pin each device of every timed arm to a CPU core of its own (``cores.py``)."""
     microbatches: tuple[int, ...] = (4,)
     """M for the arms that take it (``ArmSpec.microbatches``); several: each pipeline arm runs at
     every M and the best is its headline."""
@@ -87,6 +89,12 @@ class BenchConfig:
         ):
             if value < 1:
                 raise ConfigError(f"{flag} must be at least 1, got {value}")
+        if self.pin_cores and (self.predict or self.one_device):
+            raise ConfigError(
+                "--pin-cores pins the timed arms' worker processes, not the one-process profile of "
+                "--predict or --one-device, whose model would then be compared with arms timed on other "
+                "terms: run the pinned bench and the prediction as two commands"
+            )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> BenchConfig:
@@ -99,6 +107,7 @@ class BenchConfig:
             repeats=args.repeats,
             steps=args.steps,
             warmup_steps=args.warmup_steps,
+            pin_cores=args.pin_cores,
             microbatches=_ints("--microbatches", str(args.microbatches)),
             train=args.train,
             target=args.target,
@@ -144,6 +153,8 @@ class BenchConfig:
         }
         parts += [f"--{flag} {value}" for flag, value in values.items() if value is not None]
         parts += [f"--set {o}" for o in self.overrides]
+        if self.pin_cores:
+            parts.append("--pin-cores")
         if self.train:
             parts.append("--train")
         if self.one_device:

@@ -6,6 +6,7 @@ each (``torch.set_num_threads(1)``: a device is one CPU core, DESIGN.md §4), jo
 loopback; ``serial-threads`` uses K threads of one process.  No arm here runs on a GPU; timing a
 GPU is ``layerpar bench --one-device --device cuda`` (``one_device.py``).
 
+``--pin-cores`` makes "one core per device" literal: each rank on a core of its own (``cores.py``).
 Timing excludes evaluation and start-up; each step's time is the slowest rank's.  Results go to
 ``results/<name>/``: summary.json (one object per arm and K), table.md, speedup.png.
 """
@@ -36,6 +37,7 @@ from layerpar.bench.common import (
     write_summary,
 )
 from layerpar.bench.config import BenchConfig
+from layerpar.bench.cores import check_cores, pin, usable_cores
 from layerpar.bench.registry import SERIAL
 from layerpar.config import RunConfig, replace
 from layerpar.errors import WorkerError
@@ -53,9 +55,12 @@ def _worker(
     warmup: int,
     steps: int,
     microbatches: int,
+    pin_threads: int | None,
     results: Any,
 ) -> None:
     os.environ.update(contract("127.0.0.1", port, rank, world, rank))
+    if pin_threads is not None:
+        pin(rank, pin_threads)  # before gloo starts its threads: they inherit the cores
     torch.set_num_threads(1)
     try:
         run = registry.get(arm).run
@@ -66,7 +71,8 @@ def _worker(
             breakdown, stash = (extra + [None, None])[:2]  # the layerpar arm's, others return none
             gathered: list[Any] = [None] * world
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            dist.all_gather_object(gathered, (times, sent, peak, breakdown, stash, recorded_cut()))
+            cores = usable_cores()
+            dist.all_gather_object(gathered, (times, sent, peak, breakdown, stash, recorded_cut(), cores))
         finally:
             close_process_group()
         if rank == 0:
@@ -76,13 +82,23 @@ def _worker(
 
 
 def run_arm(
-    arm: str, devices: int, config: RunConfig, warmup: int, steps: int, microbatches: int
+    arm: str,
+    devices: int,
+    config: RunConfig,
+    warmup: int,
+    steps: int,
+    microbatches: int,
+    *,
+    pin_cores: bool = False,
 ) -> dict[str, Any]:
     """Run ``arm`` in ``devices`` worker processes (CPU, one thread each, gloo); per-step times
     (the slowest rank's), bytes sent per step (all ranks) and peak memory per worker (the
-    largest, and each rank's).  An arm that cannot run ``config`` (a denoiser) fails here."""
+    largest, and each rank's).  An arm that cannot run ``config`` (a denoiser) fails here.
+    ``pin_cores``: each device on a core of its own (``cores.py``)."""
     registry.check_denoiser([arm], config)
-    status, payload = spawn_ranks(_worker, devices, (arm, config, warmup, steps, microbatches), 1800)
+    threads = config.parallel.stages if registry.ARMS[arm].one_process else 1
+    args = (arm, config, warmup, steps, microbatches, threads if pin_cores else None)
+    status, payload = spawn_ranks(_worker, devices, args, 1800)
     if status != "ok":
         raise WorkerError(payload, None)
     per_rank_times = [p[0] for p in payload]
@@ -95,6 +111,7 @@ def run_arm(
         "breakdown_ms_per_rank": None if payload[0][3] is None else [p[3] for p in payload],
         "stash_per_rank": None if payload[0][4] is None else [p[4] for p in payload],
         "bounds": None if payload[0][5] is None else list(payload[0][5]),
+        "cores": [p[6] for p in payload],
     }
 
 
@@ -104,7 +121,6 @@ def run_bench(bench: BenchConfig) -> Path:
     registry.check_denoiser(bench.arms, train_config)  # before any arm runs
     # Step timing needs only the batches it times (train_limit never grows past the preset's).
     config = timing_config(train_config, bench.warmup_steps, bench.steps)
-    out = bench.out_dir(f"bench-{config.model.name}-{config.data.dataset}-%Y%m%d-%H%M%S")
     candidates = [
         (arm, k, m)
         for arm in bench.arms
@@ -118,6 +134,9 @@ def run_bench(bench: BenchConfig) -> Path:
         for a, k, m in candidates
         if (a, k, m) not in jobs
     ]
+    if bench.pin_cores:
+        check_cores(max(k for _, k, _ in jobs))  # before any arm runs or any file is written
+    out = bench.out_dir(f"bench-{config.model.name}-{config.data.dataset}-%Y%m%d-%H%M%S")
     raw: dict[tuple[str, int, int | None], list[dict[str, Any]]] = {job: [] for job in jobs}
     bar = tqdm(total=len(jobs) * bench.repeats, desc="bench", unit="run")
     for repeat in range(bench.repeats):
@@ -127,7 +146,9 @@ def run_bench(bench: BenchConfig) -> Path:
             k_config = replace(config, parallel={"stages": max(devices, 1)})
             processes = registry.ARMS[arm].processes(devices)
             m = micro if micro is not None else bench.microbatches[0]
-            result = run_arm(arm, processes, k_config, bench.warmup_steps, bench.steps, m)
+            result = run_arm(
+                arm, processes, k_config, bench.warmup_steps, bench.steps, m, pin_cores=bench.pin_cores
+            )
             raw[(arm, devices, micro)].append(result)
             bar.update(1)
     bar.close()
@@ -206,6 +227,8 @@ def _summarise(
         "breakdown_ms_per_step": mean_breakdown([r["breakdown_ms_per_rank"] for r in runs]),
         "stash_bytes_per_rank": largest_stash([r["stash_per_rank"] for r in runs]),
         "bounds_per_repeat": [r.get("bounds") for r in runs],
+        "pinned": bench.pin_cores,
+        "cores_per_rank": runs[0]["cores"],  # where each rank was allowed to run (every repeat alike)
         "steps": bench.steps,
         "warmup_steps": bench.warmup_steps,
         "config": config.to_dict(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,28 @@ def test_bench_writes_summary_table_and_plots(tmp_path: Path) -> None:
     assert rows[("serial", 1)]["bytes_per_step"] == 0
     for name in ("table.md", "speedup.png", "accuracy_vs_time.png"):
         assert (out / name).is_file(), name
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_pinned_bench_runs_each_rank_on_a_core_of_its_own(tmp_path: Path) -> None:
+    """--pin-cores: every rank of every arm is confined to its own core (recorded per rank in
+    summary.json, read back from the worker's own affinity); serial-threads gets the first K."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip(f"needs 2 usable cores to pin K = 2 ranks apart, this process has {len(cores)}")
+    code = main(["bench", "--config", str(ROOT / "configs/digits_tiny.yaml"), "--arms",
+                 "serial,serial-threads,layerpar,ddp", "--stages", "2", "--repeats", "1", "--steps", "2",
+                 "--warmup-steps", "1", "--pin-cores", "--out", str(tmp_path), "--name", "p"])
+    assert code == 0
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert "--pin-cores" in summary["command"]
+    rows = {r["arm"]: r for r in summary["results"]}
+    assert all(row["pinned"] for row in rows.values())
+    assert rows["serial"]["cores_per_rank"] == [[cores[0]]]
+    assert rows["serial-threads"]["cores_per_rank"] == [cores[:2]]
+    for arm in ("layerpar", "ddp"):
+        assert rows[arm]["cores_per_rank"] == [[cores[0]], [cores[1]]], arm
 
 
 @pytest.mark.slow
