@@ -42,14 +42,15 @@ from layerpar.parallel.run import environment
 def serial_step_times(config: RunConfig, device: torch.device, warmup: int, steps: int) -> list[float]:
     """Serial backprop training steps (batch from the data plan, moved to ``device``; a
     denoiser's with its conditioning, on its own loss)."""
-    from layerpar.bench.common import arm_dtype, build_backbone, forward, loss_fn, step_batch
+    from layerpar.bench.common import arm_dtype, batch_plan, build_backbone, forward, loss_fn, step_batch
     from layerpar.parallel.optim import make_optimizer
-    from layerpar.parallel.run import load_run_data
 
     model = build_backbone(config)
     model.to(device).train()
     optimizer, _ = make_optimizer(model.parameters(), config.optim, warmup + steps)
-    plan, loss, dtype = load_run_data(config).plan, loss_fn(config), arm_dtype(config)
+    # Whole batches: the run's own plan is cut in the method's micro-batches (the pipelined
+    # method's M), and serial's step is one optimiser step on train.batch_size samples.
+    plan, loss, dtype = batch_plan(config), loss_fn(config), arm_dtype(config)
     sync = synchronizer(device)
     times = []
     for step in range(warmup + steps):
