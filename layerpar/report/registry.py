@@ -16,6 +16,7 @@ from layerpar.report.bench import (
     value_bench,
     value_overhead,
 )
+from layerpar.report.bench_runs import bench_runs_table
 from layerpar.report.costmodel import (
     costmodel_table,
     one_device_table,
@@ -55,6 +56,7 @@ BLOCKS: dict[str, Callable[[Results, Sequence[str]], Table]] = {
     "costmodel": costmodel_table,
     "stash": stash_table,
     "bench-seeds": bench_seeds_table,
+    "bench-runs": bench_runs_table,
     "breakdown": breakdown_table,
     "rank-compute": rank_compute_table,
     "demo": demo_table,

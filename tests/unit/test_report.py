@@ -278,3 +278,34 @@ def test_an_error_range_at_the_run_clock_keeps_one_decimal_for_the_15_percent_li
     assert error_range([-9.7, 14.6]) == "−10 to +15 %"
     assert error_range([-9.7, 14.6], 1) == "−9.7 to +14.6 %"
     assert error_range([4.04, 37.2]) == "4–37 %" and error_range([-15.5], 1) == "−15.5 %"
+
+
+def _bench_run(root: Path, name: str, commit: str, pinned: bool, steps_s: dict[str, float]) -> None:
+    folder = root / "bench" / name
+    folder.mkdir(parents=True)
+    results = [{"arm": arm, "devices": 1 if arm == "serial" else 2, "step_time_s_median": step,
+                "git_commit": commit, "pinned": pinned} for arm, step in steps_s.items()]
+    summary = {"command": f"layerpar bench --name {name}", "results": results}
+    (folder / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+
+
+def test_the_bench_runs_table_gives_every_run_of_a_command_and_their_mean(tmp_path):
+    """One row per run (commit, pinned or not, serial's step, ceiling and ratios), then the mean ±
+    std of each ratio: a headline is read beside every run of its command."""
+    from layerpar.report.bench_runs import bench_runs_table
+    from layerpar.report.results import ReportError, Results
+
+    _bench_run(tmp_path, "a", "1111111aaaa", False,
+               {"serial": 0.2, "contention": 0.2, "layerpar": 0.1, "ddp": 0.125, "gpipe": 0.16})
+    _bench_run(tmp_path, "b", "2222222bbbb", True,
+               {"serial": 0.2, "contention": 0.25, "layerpar": 0.125, "ddp": 0.1, "gpipe": 0.2})
+    table = bench_runs_table(Results(tmp_path), ["bench/a", "bench/b"])
+    assert table.rows == [
+        ("`bench/a`", "1111111", "unpinned", "200.0", "2.00×", "2.00×", "1.60×", "1.25×", "1.60×"),
+        ("`bench/b`", "2222222", "pinned", "200.0", "1.60×", "1.60×", "2.00×", "0.80×", "1.60×"),
+        ("mean ± std", "", "", "", "1.80 ± 0.28×", "1.80 ± 0.28×", "1.80 ± 0.28×", "1.02 ± 0.32×",
+         "1.60 ± 0.00×"),
+    ]
+    assert table.commands == ("layerpar bench --name a", "layerpar bench --name b")
+    with pytest.raises(ReportError, match="two bench folders or more"):
+        bench_runs_table(Results(tmp_path), ["bench/a"])
