@@ -7,9 +7,10 @@ Module k (0-based) works on micro-batch t − k at micro-step t (``pipeline_sche
         receive h_{k−1} of micro-batch t−k (module k−1 sent it in its step t−1)
         forward it, on a stashed copy of θ_k (``stash.py``)        (module 0: the raw micro-batch t)
         last module: loss of micro-batch t−(K−1), backward at once
-        other modules: backward of the micro-batch forwarded D_k = 2(K−1−k) steps ago, with the
-            adjoint ∂ℓ/∂h_k that module k+1 sent in its step t−1
-        (update); send h_k forward and ∂ℓ/∂u_k backward (both read in step t+1)
+        other modules: send h_k forward at once (read in step t+1), then receive the adjoint
+            ∂ℓ/∂h_k that module k+1 sent in its step t−1 and backward the micro-batch forwarded
+            D_k = 2(K−1−k) steps ago with it
+        (update); send ∂ℓ/∂u_k backward (read in step t+1)
 
 Each batch of train.batch_size samples (serial backprop's batch, same samples and pixels) goes
 through in M micro-batches (``layerpar.accumulate``; default the smallest power of two
